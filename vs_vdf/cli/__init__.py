@@ -1,0 +1,17 @@
+"""The `vdf` command line."""
+
+from __future__ import annotations
+
+import click
+
+from .assets_cmd import asset_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vs-vdf")
+def main() -> None:
+    """Protect talking-head videos against 3D talking-face cloning."""
+
+
+main.add_command(asset_group("models", "pretrained face models (the surrogates the protection attacks)"))
+main.add_command(asset_group("media", "real sample videos and stills for the demo, tests and benchmarks"))
