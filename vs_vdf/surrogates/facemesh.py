@@ -1,0 +1,54 @@
+"""FaceMesh: 468 landmarks from a rotated crop around a detected (or tracked) face, as MediaPipe does it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .crop import crop, crop_to_image
+from .tflite_torch import TFLiteModule
+
+SIZE = 192
+ROI_SCALE = 1.5
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
+
+
+def roi_from_detection(box: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """ROI (R x 5) from BlazeFace boxes (R x 4) and keypoints (R x 6 x 2): eyes level, long side x 1.5."""
+    eyes = keypoints[:, 1] - keypoints[:, 0]
+    angle = torch.atan2(eyes[:, 1], eyes[:, 0])
+    centre = (box[:, :2] + box[:, 2:]) / 2
+    side = (box[:, 2:] - box[:, :2]).amax(-1) * ROI_SCALE
+    return torch.stack([centre[:, 0], centre[:, 1], side, side, angle], -1)
+
+
+def roi_from_landmarks(landmarks: torch.Tensor) -> torch.Tensor:
+    """Tracking ROI (R x 5) from previous landmarks (R x 468 x 2+): eye-corner rotation, box around all, x 1.5."""
+    eyes = landmarks[:, LEFT_EYE_OUTER, :2] - landmarks[:, RIGHT_EYE_OUTER, :2]
+    angle = torch.atan2(eyes[:, 1], eyes[:, 0])
+    cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
+    x, y = landmarks[..., 0], landmarks[..., 1]
+    # The box is taken in the rotated frame, so it hugs the face whatever its roll.
+    u, v = x * cos + y * sin, -x * sin + y * cos
+    u_mid, v_mid = (u.amax(1) + u.amin(1)) / 2, (v.amax(1) + v.amin(1)) / 2
+    side = torch.maximum(u.amax(1) - u.amin(1), v.amax(1) - v.amin(1)) * ROI_SCALE
+    cx = u_mid * cos[:, 0] - v_mid * sin[:, 0]
+    cy = u_mid * sin[:, 0] + v_mid * cos[:, 0]
+    return torch.stack([cx, cy, side, side, angle], -1)
+
+
+class FaceMesh(nn.Module):
+    def __init__(self, name: str, path):
+        super().__init__()
+        self.name = name
+        self.net = TFLiteModule(path)
+
+    def forward(self, frames: torch.Tensor, rois: torch.Tensor, image_index: torch.Tensor | None = None):
+        """Differentiable: landmarks (R x 468 x 3, image pixels; z in the same scale as x) and the
+        face-presence probability (R) for each ROI of frames (N x 3 x H x W in [0, 1])."""
+        pixels = crop(frames, rois, (SIZE, SIZE), image_index, padding_mode="border").permute(0, 2, 3, 1)
+        coords, presence = self.net(pixels)
+        coords = coords.reshape(-1, 468, 3)
+        xy = crop_to_image(coords[..., :2], rois, (SIZE, SIZE))
+        z = coords[..., 2:] * rois[:, None, 2:3] / SIZE
+        return torch.cat([xy, z], -1), torch.sigmoid(presence.reshape(-1))
