@@ -21,6 +21,13 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9)
 
 
+def square(boxes: torch.Tensor) -> torch.Tensor:
+    """Squares of the long side around the same centres (MTCNN's convention between stages)."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]).amax(-1, keepdim=True) / 2
+    return torch.cat([centre - half, centre + half], -1)
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
     """Indices kept by greedy suppression, best first; ``mode="min"`` divides by the smaller area."""
     order = scores.argsort(descending=True)

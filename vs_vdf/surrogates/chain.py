@@ -29,7 +29,7 @@ class FaceAnalysis:
     boxes: torch.Tensor  # N x 4 the face box used for the crops
     keypoints: torch.Tensor  # N x 6 x 2
     facemesh: torch.Tensor | None = None  # N x 468 x 3, image pixels
-    facemesh_presence: torch.Tensor | None = None  # N
+    facemesh_presence_logit: torch.Tensor | None = None  # N (a face when > 0)
     pose: dict[str, torch.Tensor] = field(default_factory=dict)  # rotation, angles, translation, scale
     faceapi68: torch.Tensor | None = None  # N x 68 x 2
     mtcnn: list[Faces] | None = None
@@ -66,7 +66,7 @@ class Chain:
         if self.landmarker in self.models and index.numel():
             rois = roi_from_detection(boxes[index], keypoints[index])
             landmarks, presence = self.models[self.landmarker](frames, rois, index)
-            result.facemesh, result.facemesh_presence = scatter(landmarks), scatter(presence)
+            result.facemesh, result.facemesh_presence_logit = scatter(landmarks), scatter(presence)
             if "headpose" in self.models:
                 result.pose = {k: scatter(v) for k, v in self.models["headpose"](landmarks).items()}
         if self.landmarks68 in self.models and index.numel():

@@ -45,10 +45,11 @@ class FaceMesh(nn.Module):
 
     def forward(self, frames: torch.Tensor, rois: torch.Tensor, image_index: torch.Tensor | None = None):
         """Differentiable: landmarks (R x 468 x 3, image pixels; z in the same scale as x) and the
-        face-presence probability (R) for each ROI of frames (N x 3 x H x W in [0, 1])."""
+        face-presence logit (R; sigmoid > 0.5 means a face) for each ROI of frames (N x 3 x H x W in [0, 1]).
+        The logit, not the probability, is returned: the probability saturates at 1 and has no gradient."""
         pixels = crop(frames, rois, (SIZE, SIZE), image_index, padding_mode="border").permute(0, 2, 3, 1)
         coords, presence = self.net(pixels)
         coords = coords.reshape(-1, 468, 3)
         xy = crop_to_image(coords[..., :2], rois, (SIZE, SIZE))
         z = coords[..., 2:] * rois[:, None, 2:3] / SIZE
-        return torch.cat([xy, z], -1), torch.sigmoid(presence.reshape(-1))
+        return torch.cat([xy, z], -1), presence.reshape(-1)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .boxes import nms
+from .boxes import nms, square
 from .crop import crop
 
 MIN_FACE = 20
@@ -101,12 +101,6 @@ def _normalise(frames: torch.Tensor) -> torch.Tensor:
     return (frames * 255 - 127.5) * 0.0078125
 
 
-def _square(boxes: torch.Tensor) -> torch.Tensor:
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]).amax(-1, keepdim=True) / 2
-    return torch.cat([centre - half, centre + half], -1)
-
-
 def _refine(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
     return boxes + offsets * size
@@ -182,7 +176,7 @@ class MTCNN(nn.Module):
         empty = Faces(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 5, 2))
         if boxes.numel() == 0:
             return empty
-        boxes = _square(boxes[nms(boxes, scores, 0.7)])
+        boxes = square(boxes[nms(boxes, scores, 0.7)])
         at = torch.full((boxes.shape[0],), i, dtype=torch.long)
         probability, offsets = self.refine_net(frames, boxes, at)
         keep = probability >= THRESHOLDS[1]
@@ -190,7 +184,7 @@ class MTCNN(nn.Module):
             return empty
         boxes, probability, offsets = boxes[keep], probability[keep], offsets[keep]
         keep = nms(boxes, probability, 0.7)
-        boxes = _square(_refine(boxes[keep], offsets[keep]))
+        boxes = square(_refine(boxes[keep], offsets[keep]))
         probability, offsets, points = self.output_net(frames, boxes, at[: boxes.shape[0]])
         keep = probability >= THRESHOLDS[2]
         if not keep.any():
