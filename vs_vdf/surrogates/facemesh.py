@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .crop import crop, crop_to_image
+from .crop import crop, crop_to_image, square_roi
 from .tflite_torch import TFLiteModule
 
 SIZE = 192
@@ -17,9 +17,7 @@ def roi_from_detection(box: torch.Tensor, keypoints: torch.Tensor) -> torch.Tens
     """ROI (R x 5) from BlazeFace boxes (R x 4) and keypoints (R x 6 x 2): eyes level, long side x 1.5."""
     eyes = keypoints[:, 1] - keypoints[:, 0]
     angle = torch.atan2(eyes[:, 1], eyes[:, 0])
-    centre = (box[:, :2] + box[:, 2:]) / 2
-    side = (box[:, 2:] - box[:, :2]).amax(-1) * ROI_SCALE
-    return torch.stack([centre[:, 0], centre[:, 1], side, side, angle], -1)
+    return square_roi(box, ROI_SCALE, angle)
 
 
 def roi_from_landmarks(landmarks: torch.Tensor) -> torch.Tensor:

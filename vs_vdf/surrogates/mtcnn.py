@@ -23,16 +23,12 @@ FACTOR = 0.709
 THRESHOLDS = (0.6, 0.7, 0.7)
 
 
-def _prelu(channels: int) -> nn.PReLU:
-    return nn.PReLU(channels)
-
-
 class PNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), _prelu(10)
-        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), _prelu(16)
-        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), _prelu(32)
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
         self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
 
     def forward(self, x):
@@ -44,10 +40,10 @@ class PNet(nn.Module):
 class RNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), _prelu(28)
-        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), _prelu(48)
-        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), _prelu(64)
-        self.dense4, self.prelu4 = nn.Linear(576, 128), _prelu(128)
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
         self.dense5_1, self.dense5_2 = nn.Linear(128, 2), nn.Linear(128, 4)
 
     def forward(self, x):
@@ -61,11 +57,11 @@ class RNet(nn.Module):
 class ONet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), _prelu(32)
-        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), _prelu(64)
-        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), _prelu(64)
-        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), _prelu(128)
-        self.dense5, self.prelu5 = nn.Linear(1152, 256), _prelu(256)
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
         self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
 
     def forward(self, x):
@@ -78,10 +74,8 @@ class ONet(nn.Module):
 
 
 def _load(net: nn.Module, path: Path) -> nn.Module:
+    """Weights only; ``surrogates.load`` puts the whole surrogate in eval mode and freezes it."""
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
     return net
 
 

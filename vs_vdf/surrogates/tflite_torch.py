@@ -246,8 +246,6 @@ class TFLiteModule(nn.Module):
         self.wiring: list[tuple[list[int], int]] = []
         for op_index in range(graph.OperatorsLength()):
             self._translate(graph.Operators(op_index))
-        for p in self.parameters():
-            p.requires_grad_(False)
         del self._model, self._graph, self._constants
 
     # ----------------------------------------------------------------- loading
