@@ -1,0 +1,69 @@
+"""The measures every part of vs-vdf uses: landmark NME, head-pose error, mask IoU, PSNR, SSIM, and
+when a frame counts as disrupted. The engine's success check, the tests, the report and the
+benchmarks all call these, so a number means the same thing everywhere."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..surrogates.headpose import angular_error_degrees as pose_error_degrees  # noqa: F401  (the pose measure)
+
+# Outer eye corners, used for the inter-ocular distance that normalises landmark error.
+IBUG_EYES = (36, 45)
+FACEMESH_EYES = (33, 263)
+MTCNN_EYES = (0, 1)
+
+NME_DISRUPTED = 0.10
+POSE_DISRUPTED_DEG = 5.0
+IOU_DISRUPTED = 0.5
+
+
+def interocular(points: torch.Tensor, eyes: tuple[int, int]) -> torch.Tensor:
+    """Distance between the two eye landmarks of each frame (N x P x 2+ -> N)."""
+    return (points[:, eyes[0], :2] - points[:, eyes[1], :2]).norm(dim=-1)
+
+
+def nme(points: torch.Tensor, reference: torch.Tensor, eyes: tuple[int, int]) -> torch.Tensor:
+    """Mean 2-D point-to-point distance to the reference landmarks over the reference inter-ocular
+    distance (N). A tiny floor inside the root keeps the gradient finite at zero displacement."""
+    distance = ((points[..., :2] - reference[..., :2]).pow(2).sum(-1) + 1e-12).sqrt()
+    return distance.mean(-1) / interocular(reference, eyes)
+
+
+def mask_iou(probability: torch.Tensor, reference: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """IoU of the thresholded masks per frame (N x H x W -> N); two empty masks count as identical."""
+    a, b = probability > threshold, reference > threshold
+    union = (a | b).flatten(1).sum(-1)
+    inter = (a & b).flatten(1).sum(-1)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union, dtype=torch.float32))
+
+
+def to_8bit(frames: torch.Tensor) -> torch.Tensor:
+    """Frames as the 8-bit values a decoder hands out, kept as float in [0, 255]."""
+    return (frames.clamp(0, 1) * 255).round()
+
+
+def psnr(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per frame of 8-bit RGB frames (N x 3 x H x W in [0, 1]); identical frames give inf."""
+    mse = (to_8bit(frames) - to_8bit(reference)).pow(2).flatten(1).mean(-1)
+    return 10 * torch.log10(255.0 ** 2 / mse)
+
+
+def ssim(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM per frame of 8-bit RGB frames (Gaussian window 11, sigma 1.5, over the channels)."""
+    from kornia.metrics import ssim as ssim_map
+
+    a, b = to_8bit(frames) / 255, to_8bit(reference) / 255
+    return ssim_map(a, b, 11, padding="valid").flatten(1).mean(-1)
+
+
+def grey_ssim(frames: torch.Tensor, reference: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """Structural similarity of small grey thumbnails: a cheap, content-level similarity of two frames
+    (N), used to decide how much of one frame's perturbation the next one inherits."""
+    from kornia.metrics import ssim as ssim_map
+
+    def thumb(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x.mean(1, keepdim=True), size=(size, size), mode="area")
+
+    return ssim_map(thumb(frames), thumb(reference), 7, padding="valid").flatten(1).mean(-1)

@@ -1,0 +1,218 @@
+"""What the attack pushes against: one loss and one measure per target model.
+
+Every loss is minimised and is computed relative to the clean frames' own analysis (``Reference``):
+detectors lose their face, landmarks move away from the clean ones (measured in the clean frame's
+crop, so a lost detection does not hide them), the head pose turns away from the clean pose, and
+segmenters see background where the clean frame had a person or a face. Landmark and pose losses are
+capped a little past the disruption threshold: effort beyond it buys nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import surrogates
+from ..surrogates.facemesh import roi_from_detection
+from . import metrics
+
+TARGETS = ("blazeface_short", "blazeface_full", "mtcnn", "facemesh", "headpose", "faceapi68",
+           "selfie_segmentation", "facemesh_v1", "faceapi68_tiny", "bisenet")
+# facemesh_v1 and faceapi68_tiny stay out of the default: they are the transfer checks.
+DEFAULT_TARGETS = TARGETS[:7]
+MESHES = ("facemesh", "facemesh_v1")  # 468 points on the FaceMesh crop
+IBUG68 = ("faceapi68", "faceapi68_tiny")  # 68 points on a square box crop
+
+LANDMARK_CAP = 2.5 * metrics.NME_DISRUPTED
+POSE_CAP_DEG = 3 * metrics.POSE_DISRUPTED_DEG
+DETECTION_MARGIN = 2.0  # logits this far below the threshold no longer add to the loss
+TOP_ANCHORS = 8
+MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)
+
+
+@dataclass
+class Reference:
+    """The clean frames' analysis (T rows; NaN where the clean frame had no face)."""
+
+    face: torch.Tensor  # T bool: BlazeFace (short range) found a face
+    boxes: torch.Tensor  # T x 4
+    rois: torch.Tensor  # T x 5 FaceMesh crop
+    landmarks: dict[str, torch.Tensor] = field(default_factory=dict)  # per landmark model, T x P x 2+
+    rotation: torch.Tensor | None = None  # T x 3 x 3
+    mtcnn_boxes: torch.Tensor | None = None  # T x 4
+    mtcnn_points: torch.Tensor | None = None  # T x 5 x 2
+    person: torch.Tensor | None = None  # T x H x W probability
+    parsed_face: torch.Tensor | None = None  # T x 512 x 512 bool
+
+    def select(self, index: torch.Tensor | slice) -> "Reference":
+        def pick(value):
+            if isinstance(value, dict):
+                return {key: item[index] for key, item in value.items()}
+            return None if value is None else value[index]
+
+        return Reference(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+
+
+def _logit(probability: torch.Tensor) -> torch.Tensor:
+    p = probability.clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _hinge(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Mean over the strongest candidates of how far their logit sits above (threshold - margin)."""
+    flat = logits.flatten(1)
+    top = flat.topk(min(TOP_ANCHORS, flat.shape[1]), dim=1).values
+    return F.softplus(top - (_logit(torch.tensor(threshold)) - DETECTION_MARGIN)).mean(1)
+
+
+def _capped(value: torch.Tensor, cap: float, unit: float) -> torch.Tensor:
+    return -value.clamp(max=cap) / unit
+
+
+class Objectives:
+    """The loaded target models, their losses and their measures."""
+
+    def __init__(self, targets: tuple[str, ...] = DEFAULT_TARGETS, device: str | torch.device = "cpu",
+                 checkpoint: Path | str | None = None):
+        unknown = sorted(set(targets) - set(TARGETS))
+        if unknown:
+            raise ValueError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+        if not targets:
+            raise ValueError("at least one target is needed")
+        self.targets = tuple(targets)
+        needed = {"blazeface_short"} | set(targets)
+        if "headpose" in needed:
+            needed.add("facemesh")
+        self.models = {name: surrogates.load(name, device, checkpoint=checkpoint if name == "bisenet" else None)
+                       for name in sorted(needed)}
+
+    @torch.no_grad()
+    def reference(self, clean: torch.Tensor) -> Reference:
+        detections = self.models["blazeface_short"].detect(clean)
+        nan = clean.new_full((), float("nan"))
+        boxes = torch.stack([d.boxes[0] if len(d) else nan.expand(4) for d in detections])
+        keypoints = torch.stack([d.keypoints[0] if len(d) else nan.expand(6, 2) for d in detections])
+        ref = Reference(torch.tensor([len(d) > 0 for d in detections], device=clean.device), boxes,
+                        roi_from_detection(boxes, keypoints))
+        models = self.models
+        for name in MESHES:
+            if name in models:
+                ref.landmarks[name] = models[name](clean, ref.rois)[0]
+        for name in IBUG68:
+            if name in models:
+                ref.landmarks[name] = models[name](clean, boxes)
+        if "headpose" in models:
+            ref.rotation = models["headpose"](ref.landmarks["facemesh"])["rotation"]
+        if "mtcnn" in models:
+            found = models["mtcnn"].detect(clean)
+            ref.mtcnn_boxes = torch.stack([f.boxes[0] if len(f) else nan.expand(4) for f in found]).to(clean.device)
+            ref.mtcnn_points = torch.stack([f.points[0] if len(f) else nan.expand(5, 2) for f in found]).to(clean.device)
+        if "selfie_segmentation" in models:
+            ref.person = models["selfie_segmentation"](clean)
+        if "bisenet" in models:
+            parsed = models["bisenet"](clean).argmax(1)
+            ref.parsed_face = (parsed >= 1) & (parsed <= 13)
+        return ref
+
+    def losses(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Per target (all, or ``names``), a loss per frame (T) to minimise; differentiable in ``frames``."""
+        models, out = self.models, {}
+        names = self.targets if names is None else names
+        index = torch.arange(frames.shape[0], device=frames.device)
+        for name in ("blazeface_short", "blazeface_full"):
+            if name in names:
+                out[name] = _hinge(models[name].raw(frames)[1], models[name].threshold)
+        for name in MESHES:
+            if name in names or (name == "facemesh" and "headpose" in names):
+                landmarks, presence = models[name](frames, ref.rois, index)
+            if name in names:
+                shift = metrics.nme(landmarks, ref.landmarks[name], metrics.FACEMESH_EYES)
+                out[name] = _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED) + 0.1 * F.softplus(presence)
+            if name == "facemesh" and "headpose" in names:
+                rotation = models["headpose"](landmarks)["rotation"]
+                # sin(angle / 2) * 2 sqrt 2 is the Frobenius distance; unlike acos it has a gradient at zero.
+                chord = (rotation - ref.rotation).flatten(1).norm(dim=1) / (2 * 2 ** 0.5)
+                angle = torch.rad2deg(2 * torch.asin(chord.clamp(max=1)))
+                out["headpose"] = _capped(angle, POSE_CAP_DEG, metrics.POSE_DISRUPTED_DEG)
+        for name in IBUG68:
+            if name in names:
+                shift = metrics.nme(models[name](frames, ref.boxes, index), ref.landmarks[name], metrics.IBUG_EYES)
+                out[name] = _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED)
+        if "mtcnn" in names:
+            out["mtcnn"] = self._mtcnn_loss(frames, ref)
+        if "selfie_segmentation" in names:
+            person = (ref.person > 0.5).float()
+            probability = models["selfie_segmentation"](frames).clamp(max=1 - 1e-4)
+            out["selfie_segmentation"] = (-torch.log1p(-probability) * person).flatten(1).sum(1) / \
+                person.flatten(1).sum(1).clamp(min=1)
+        if "bisenet" in names:
+            out["bisenet"] = self.parser_loss(frames, ref)
+        return out
+
+    def parser_loss(self, frames: torch.Tensor, ref: Reference) -> torch.Tensor:
+        """The reference objective: mean over the clean face pixels of log(1 - P(background) + 1e-4)."""
+        background = self.models["bisenet"](frames)[:, 0]
+        face = ref.parsed_face.float()
+        return (torch.log(1 - background + 1e-4) * face).flatten(1).sum(1) / face.flatten(1).sum(1).clamp(min=1)
+
+    def _mtcnn_loss(self, frames: torch.Tensor, ref: Reference) -> torch.Tensor:
+        mtcnn = self.models["mtcnn"]
+        proposal = torch.stack([_hinge(_logit(p), MTCNN_THRESHOLDS[0]) for _, p, _ in mtcnn.pyramid(frames)]).mean(0)
+        found = ~ref.mtcnn_boxes.isnan().any(-1)
+        if not found.any():
+            return proposal
+        at = found.nonzero()[:, 0]
+        probability, _, points = mtcnn.output_net(frames, ref.mtcnn_boxes[at], at)
+        shift = metrics.nme(points, ref.mtcnn_points[at], metrics.MTCNN_EYES)
+        final = F.softplus(_logit(probability) - (_logit(torch.tensor(MTCNN_THRESHOLDS[2])) - DETECTION_MARGIN))
+        extra = torch.zeros_like(proposal).index_add(0, at, final + _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED))
+        return proposal + extra
+
+    @torch.no_grad()
+    def measures(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Per target, the design.md measure per frame (T): detectors the best face score (MTCNN: faces
+        found), landmarks NME, head pose error in degrees, segmenters mask IoU."""
+        models, out = self.models, {}
+        index = torch.arange(frames.shape[0], device=frames.device)
+        for name in ("blazeface_short", "blazeface_full"):
+            if name in names:
+                out[name] = models[name].scores(frames).amax(1)
+        for name in MESHES:
+            if name in names or (name == "facemesh" and "headpose" in names):
+                landmarks, _ = models[name](frames, ref.rois, index)
+            if name in names:
+                out[name] = metrics.nme(landmarks, ref.landmarks[name], metrics.FACEMESH_EYES)
+            if name == "facemesh" and "headpose" in names:
+                out["headpose"] = metrics.pose_error_degrees(models["headpose"](landmarks)["rotation"], ref.rotation)
+        for name in IBUG68:
+            if name in names:
+                out[name] = metrics.nme(models[name](frames, ref.boxes, index), ref.landmarks[name], metrics.IBUG_EYES)
+        if "mtcnn" in names:
+            out["mtcnn"] = torch.tensor([float(len(f)) for f in models["mtcnn"].detect(frames)])
+        if "selfie_segmentation" in names:
+            out["selfie_segmentation"] = metrics.mask_iou(models["selfie_segmentation"](frames), ref.person)
+        if "bisenet" in names:
+            parsed = models["bisenet"](frames).argmax(1)
+            face = (parsed >= 1) & (parsed <= 13)
+            out["bisenet"] = metrics.mask_iou(face.float(), ref.parsed_face.float())
+        return out
+
+    @staticmethod
+    def least_disrupted(name: str, values: list[float]) -> float:
+        """The value least favourable to the defence among several measures of one target."""
+        return min(values) if name in MESHES + IBUG68 + ("headpose",) else max(values)
+
+    def disrupted(self, name: str, value: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+        """Whether each measure counts as disrupted (design.md); ``margin`` > 1 asks for more than the threshold."""
+        if name.startswith("blazeface"):
+            return value < self.models[name].threshold
+        if name == "mtcnn":
+            return value == 0
+        if name in MESHES + IBUG68:
+            return value >= metrics.NME_DISRUPTED * margin
+        if name == "headpose":
+            return value >= metrics.POSE_DISRUPTED_DEG * margin
+        return value <= metrics.IOU_DISRUPTED / margin

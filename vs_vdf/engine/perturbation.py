@@ -1,0 +1,100 @@
+"""The perturbation's parameters and how they turn a clean frame into a protected one.
+
+``DualDomain`` (vs-vdf): a frequency branch edits the amplitude and phase of each frame's spectrum
+(shared by the three colour channels, so the change lives mostly in luma, which 4:2:0 video keeps at
+full resolution), and a spatial attention branch of masks at several coarse scales decides where
+the change is let through. The result is bounded by epsilon times the perceptual budget, so it never
+exceeds epsilon in L-infinity, and rounded to 8-bit levels with a straight-through gradient.
+
+``Reference``: the VDF release's parameterisation (threat-model.md section 3): amplitude scaled by
+(1 + tanh P0) and phase offset by (1 + tanh P1) of the ImageNet-normalised frame's FFT, the difference
+squashed to eps * tanh(10 d), one full-resolution sigmoid mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .transforms import quantise
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DualDomain(nn.Module):
+    MASK_STRIDES = (4, 8, 16)
+    MASK_START = 2.0  # sigmoid(2) = 0.88: the attention starts mostly open and learns where to close
+
+    def __init__(self, count: int, height: int, width: int, epsilon: float, joint: bool = False):
+        super().__init__()
+        self.epsilon = epsilon
+        spectrum = (height, width // 2 + 1)
+        self.amplitude = nn.Parameter(torch.zeros(count, 1, *spectrum))
+        self.phase = nn.Parameter(torch.zeros(count, 1, *spectrum))
+        share = self.MASK_START / len(self.MASK_STRIDES)
+        self.masks = nn.ParameterList(
+            nn.Parameter(torch.full((count, 1, math.ceil(height / s), math.ceil(width / s)), share))
+            for s in self.MASK_STRIDES)
+        # Joint mode: one set of frequency parameters shared by the group, plus per-frame residuals.
+        self.shared = nn.ParameterDict({
+            "amplitude": nn.Parameter(torch.zeros(1, 1, *spectrum)),
+            "phase": nn.Parameter(torch.zeros(1, 1, *spectrum)),
+        }) if joint else None
+
+    def _frequency(self, name: str) -> torch.Tensor:
+        own = getattr(self, name)
+        return own + self.shared[name] if self.shared is not None else own
+
+    def attention(self, size: tuple[int, int]) -> torch.Tensor:
+        logits = sum(F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in self.masks)
+        return torch.sigmoid(logits)
+
+    def forward(self, clean: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+        size = clean.shape[-2:]
+        spectrum = torch.fft.rfft2(clean)
+        edited = torch.polar(spectrum.abs() * (1 + torch.tanh(self._frequency("amplitude"))),
+                             spectrum.angle() + math.pi * torch.tanh(self._frequency("phase")))
+        difference = torch.fft.irfft2(edited, s=size) - clean
+        delta = self.epsilon * budget * self.attention(size) * torch.tanh(difference / self.epsilon)
+        return quantise((clean + delta).clamp(0, 1))
+
+    @torch.no_grad()
+    def inherit(self, previous: "DualDomain", factor: float, noise: float, generator: torch.Generator) -> None:
+        """Start from ``previous`` (one frame): frequency parameters scaled by ``factor`` plus Gaussian
+        noise of scale ``noise``, attention masks copied."""
+        for name in ("amplitude", "phase"):
+            start = previous._frequency(name) * factor
+            start = start + noise * torch.randn(start.shape, generator=generator).to(start.device)
+            getattr(self, name).copy_(start.expand_as(getattr(self, name)))
+        for mine, theirs in zip(self.masks, previous.masks):
+            mine.copy_(theirs.expand_as(mine))
+
+
+class Reference(nn.Module):
+    def __init__(self, count: int, height: int, width: int, epsilon: float):
+        super().__init__()
+        self.epsilon = epsilon
+        self.amplitude = nn.Parameter(torch.zeros(count, 1, height, width))
+        self.phase = nn.Parameter(torch.zeros(count, 1, height, width))
+        self.mask = nn.Parameter(torch.zeros(count, 1, height, width))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, clean: torch.Tensor, budget: torch.Tensor | None = None) -> torch.Tensor:
+        spectrum = torch.fft.fft2((clean - self.mean) / self.std)
+        edited = torch.polar(spectrum.abs() * (1 + torch.tanh(self.amplitude)),
+                             spectrum.angle() + 1 + torch.tanh(self.phase))
+        perturbed = torch.fft.ifft2(edited).real * self.std + self.mean
+        delta = self.epsilon * torch.tanh(10 * (perturbed - clean))
+        return quantise((clean + torch.sigmoid(self.mask) * delta).clamp(0, 1))
+
+    @torch.no_grad()
+    def inherit(self, previous: "Reference", factor: float, noise: float, generator: torch.Generator) -> None:
+        """The release's warm start: frequency parameters times ``factor``, the mask copied, no noise."""
+        self.amplitude.copy_(previous.amplitude * factor)
+        self.phase.copy_(previous.phase * factor)
+        self.mask.copy_(previous.mask)

@@ -1,0 +1,44 @@
+"""Named strength settings. ``balanced`` is the default; ``strong`` uses the reference's epsilon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .transforms import ROBUSTNESS, Family, Transform
+
+# Targets whose disruption ends a frame's optimisation: the landmarks and the head pose they give
+# are what set the camera poses of a 3D talking-face model. The other targets are attacked on every
+# step taken and reported, but a frame does not wait for them.
+REQUIRED = ("facemesh", "headpose")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    epsilon: float  # L-infinity bound, in [0, 1] units
+    max_steps: int
+    learning_rate: float = 0.05
+    margin: float = 1.2  # a frame counts as done when the measures pass the thresholds by this factor
+    check: tuple[Transform, ...] = (Transform("identity"), Transform("h264", 23))
+    check_every: int = 2
+    fidelity_weight: float = 1.0  # weight of (1 - SSIM) against the attack losses
+    inherit_noise: float = 0.01
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "blazeface_short": 1.0, "blazeface_full": 0.5, "mtcnn": 0.5, "facemesh": 2.0, "headpose": 2.0,
+        "faceapi68": 1.0, "selfie_segmentation": 0.5, "bisenet": 1.0})
+    robustness: tuple[Family, ...] = ROBUSTNESS
+
+
+PRESETS = {
+    "light": Preset("light", epsilon=6 / 255, max_steps=30, margin=1.15),
+    "balanced": Preset("balanced", epsilon=10 / 255, max_steps=60),
+    "strong": Preset("strong", epsilon=0.05, max_steps=150, margin=1.5, check=(
+        Transform("identity"), Transform("h264", 28), Transform("scale", 0.5))),
+}
+
+
+def get(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

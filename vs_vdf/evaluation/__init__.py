@@ -1,0 +1,1 @@
+"""Verification: what protection does to the attackers' models and pipelines."""

@@ -1,0 +1,89 @@
+"""Black-box comparison of test frames (protected, or protected then transformed) with the clean
+frames, per model, with the definitions of ``engine.metrics``; summaries use design.md's JSON keys."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..engine.objectives import IBUG68, MESHES, TARGETS, Objectives
+
+EVALUATED = tuple(t for t in TARGETS if t != "bisenet")
+DETECTORS = ("blazeface_short", "blazeface_full", "mtcnn")
+SEGMENTERS = ("selfie_segmentation", "bisenet")
+
+
+@dataclass
+class Comparison:
+    """Per model, per frame: the measure on the clean and on the test frames, and whether it is disrupted.
+    Landmark, pose and segmentation rows are NaN / False where the clean frame had no face."""
+
+    clean: dict[str, torch.Tensor]
+    test: dict[str, torch.Tensor]
+    disrupted: dict[str, torch.Tensor]
+    face: torch.Tensor  # clean frames with a face
+
+
+class Analyst:
+    """Runs the surrogates as black boxes (no gradients), in batches, on clean and test frames."""
+
+    def __init__(self, models: tuple[str, ...] = EVALUATED, device: str | torch.device = "cpu",
+                 checkpoint: Path | str | None = None, batch: int = 16):
+        if checkpoint is not None and "bisenet" not in models:
+            models = (*models, "bisenet")
+        self.objectives = Objectives(models, device, checkpoint)
+        self.models, self.batch, self.device = self.objectives.targets, batch, device
+
+    @torch.no_grad()
+    def compare(self, clean: torch.Tensor, test: torch.Tensor) -> Comparison:
+        if clean.shape != test.shape:
+            raise ValueError(f"clean {tuple(clean.shape)} and test {tuple(test.shape)} frames differ in shape")
+        parts: list[tuple[dict, dict, torch.Tensor]] = []
+        for start in range(0, clean.shape[0], self.batch):
+            c = clean[start:start + self.batch].to(self.device)
+            t = test[start:start + self.batch].to(self.device)
+            ref = self.objectives.reference(c)
+            parts.append((self.objectives.measures(c, ref, self.models),
+                          self.objectives.measures(t, ref, self.models), ref.face.cpu()))
+        face = torch.cat([p[2] for p in parts])
+        clean_m = {n: torch.cat([p[0][n].float().cpu() for p in parts]) for n in self.models}
+        test_m = {n: torch.cat([p[1][n].float().cpu() for p in parts]) for n in self.models}
+        disrupted = {}
+        for name in self.models:
+            flags = self.objectives.disrupted(name, test_m[name])
+            disrupted[name] = flags if name in DETECTORS else flags & face
+            if name not in DETECTORS:
+                test_m[name] = torch.where(face, test_m[name], torch.full_like(test_m[name], math.nan))
+        return Comparison(clean_m, test_m, disrupted, face)
+
+    def summary(self, comparison: Comparison) -> dict[str, dict[str, float]]:
+        """design.md's per-model figures. Disruption of face-dependent models counts clean-face frames only;
+        for detectors, frames where the clean frame already had no face are left out too."""
+        out: dict[str, dict[str, float]] = {}
+        face = comparison.face
+        frames_with_face = max(int(face.sum()), 1)
+        for name in self.models:
+            test, flags = comparison.test[name], comparison.disrupted[name]
+            if name in DETECTORS:
+                found_clean = ~self.objectives.disrupted(name, comparison.clean[name])
+                found_test = ~flags
+                out[name] = {
+                    "detection_rate_clean": float(found_clean.float().mean()),
+                    "detection_rate_protected": float(found_test.float().mean()),
+                    "disrupted_fraction": float((flags & found_clean).sum() / max(int(found_clean.sum()), 1)),
+                }
+                continue
+            values = test[face]
+            entry = {"disrupted_fraction": float(flags.sum()) / frames_with_face}
+            if name in MESHES + IBUG68:
+                entry |= {"nme_mean": float(values.mean()), "nme_failure_rate": entry["disrupted_fraction"]}
+            elif name == "headpose":
+                entry |= {"pose_error_deg_mean": float(values.mean()),
+                          "pose_error_deg_p90": float(values.quantile(0.9)) if values.numel() else math.nan}
+            elif name in SEGMENTERS:
+                entry |= {"iou_mean": float(values.mean())}
+            out[name] = entry
+        return out
