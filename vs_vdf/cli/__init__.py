@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .assets_cmd import asset_group
+from .protect_cmd import protect_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +16,4 @@ def main() -> None:
 
 main.add_command(asset_group("models", "pretrained face models (the surrogates the protection attacks)"))
 main.add_command(asset_group("media", "real sample videos and stills for the demo, tests and benchmarks"))
+main.add_command(protect_command)

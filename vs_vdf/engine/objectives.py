@@ -68,6 +68,13 @@ def _hinge(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return F.softplus(top - (_logit(torch.tensor(threshold)) - DETECTION_MARGIN)).mean(1)
 
 
+def _scatter(values: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:
+    """Rows of ``values`` placed at ``rows`` of a NaN tensor with ``count`` rows."""
+    full = values.new_full((count, *values.shape[1:]), float("nan"))
+    full[rows] = values
+    return full
+
+
 def _capped(value: torch.Tensor, cap: float, unit: float) -> torch.Tensor:
     return -value.clamp(max=cap) / unit
 
@@ -97,15 +104,19 @@ class Objectives:
         keypoints = torch.stack([d.keypoints[0] if len(d) else nan.expand(6, 2) for d in detections])
         ref = Reference(torch.tensor([len(d) > 0 for d in detections], device=clean.device), boxes,
                         roi_from_detection(boxes, keypoints))
-        models = self.models
+        models, count = self.models, clean.shape[0]
+        rows = ref.face.nonzero()[:, 0]
+        if rows.numel() == 0:
+            return ref
         for name in MESHES:
             if name in models:
-                ref.landmarks[name] = models[name](clean, ref.rois)[0]
+                ref.landmarks[name] = _scatter(models[name](clean, ref.rois[rows], rows)[0], rows, count)
         for name in IBUG68:
             if name in models:
-                ref.landmarks[name] = models[name](clean, boxes)
+                ref.landmarks[name] = _scatter(models[name](clean, boxes[rows], rows), rows, count)
         if "headpose" in models:
-            ref.rotation = models["headpose"](ref.landmarks["facemesh"])["rotation"]
+            rotation = models["headpose"](ref.landmarks["facemesh"][rows])["rotation"]
+            ref.rotation = _scatter(rotation, rows, count)
         if "mtcnn" in models:
             found = models["mtcnn"].detect(clean)
             ref.mtcnn_boxes = torch.stack([f.boxes[0] if len(f) else nan.expand(4) for f in found]).to(clean.device)
@@ -175,21 +186,26 @@ class Objectives:
     def measures(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Per target, the design.md measure per frame (T): detectors the best face score (MTCNN: faces
         found), landmarks NME, head pose error in degrees, segmenters mask IoU."""
-        models, out = self.models, {}
-        index = torch.arange(frames.shape[0], device=frames.device)
+        models, out, count = self.models, {}, frames.shape[0]
+        rows = ref.face.nonzero()[:, 0]  # landmarks and pose exist only where the clean frame had a face
         for name in ("blazeface_short", "blazeface_full"):
             if name in names:
                 out[name] = models[name].scores(frames).amax(1)
-        for name in MESHES:
+        for name in MESHES + IBUG68 + ("headpose",):
+            if name in names and rows.numel() == 0:
+                out[name] = frames.new_full((count,), float("nan"))
+        for name in MESHES if rows.numel() else ():
             if name in names or (name == "facemesh" and "headpose" in names):
-                landmarks, _ = models[name](frames, ref.rois, index)
+                landmarks, _ = models[name](frames, ref.rois[rows], rows)
             if name in names:
-                out[name] = metrics.nme(landmarks, ref.landmarks[name], metrics.FACEMESH_EYES)
+                out[name] = _scatter(metrics.nme(landmarks, ref.landmarks[name][rows], metrics.FACEMESH_EYES), rows, count)
             if name == "facemesh" and "headpose" in names:
-                out["headpose"] = metrics.pose_error_degrees(models["headpose"](landmarks)["rotation"], ref.rotation)
-        for name in IBUG68:
+                error = metrics.pose_error_degrees(models["headpose"](landmarks)["rotation"], ref.rotation[rows])
+                out["headpose"] = _scatter(error, rows, count)
+        for name in IBUG68 if rows.numel() else ():
             if name in names:
-                out[name] = metrics.nme(models[name](frames, ref.boxes, index), ref.landmarks[name], metrics.IBUG_EYES)
+                shift = metrics.nme(models[name](frames, ref.boxes[rows], rows), ref.landmarks[name][rows], metrics.IBUG_EYES)
+                out[name] = _scatter(shift, rows, count)
         if "mtcnn" in names:
             out["mtcnn"] = torch.tensor([float(len(f)) for f in models["mtcnn"].detect(frames)])
         if "selfie_segmentation" in names:

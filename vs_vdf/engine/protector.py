@@ -97,15 +97,15 @@ class Protector:
 
     # -- the chunk -----------------------------------------------------------------------------
 
-    def protect(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[FrameStats]]:
+    def protect(self, frames: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, list[FrameStats]]:
         """Protect T x 3 x H x W frames in [0, 1]; returns the protected frames (on the input's device,
-        8-bit levels) and one ``FrameStats`` per frame."""
+        8-bit levels) and one ``FrameStats`` per frame. ``seed`` overrides the configured seed."""
         if frames.ndim != 4 or frames.shape[1] != 3 or not frames.is_floating_point():
             raise ValueError(f"frames must be a float T x 3 x H x W tensor, got {tuple(frames.shape)} {frames.dtype}")
         if frames.numel() and (frames.min() < 0 or frames.max() > 1):
             raise ValueError("frame values must lie in [0, 1]")
         clean = frames.to(self.device, torch.float32)
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
         ref = self.objectives.reference(clean)
         if self.method == "vdf-reference":
             budgets = torch.ones_like(clean[:, :1])
@@ -187,7 +187,7 @@ class Protector:
                 per_target = self._reference_losses(protected, ref)
             else:
                 # The required targets on every step, the others in turn: a step costs two models, not seven.
-                names = self.required + others[step % len(others):][:1]
+                names = self.required + (others[step % len(others)],) if others else self.required
                 per_target = self.objectives.losses(sample(self.preset.robustness, generator)(protected), ref, names)
             attack = sum(weights[name] * value for name, value in per_target.items())
             fidelity = 1 - ssim(protected, clean, 11).flatten(1).mean(1)

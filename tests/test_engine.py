@@ -1,0 +1,179 @@
+"""Engine: the protector's contract on real frames, determinism, bounds, sharing, methods, transforms, metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vs_vdf import samples
+from vs_vdf.engine import Protector, metrics
+from vs_vdf.engine.budget import budget
+from vs_vdf.engine.codec import roundtrip
+from vs_vdf.engine.transforms import ROBUSTNESS, Transform, quantise, sample
+
+FAST = dict(targets=("facemesh", "headpose"), max_steps=4)
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    return samples.read_frames("franck", 3)
+
+
+@pytest.fixture(scope="module")
+def protector() -> Protector:
+    return Protector(**FAST)
+
+
+@pytest.fixture(scope="module")
+def protected(protector, frames):
+    return protector.protect(frames)
+
+
+def test_protect_returns_bounded_8bit_frames_and_one_record_per_frame(protector, protected, frames):
+    out, stats = protected
+    assert out.shape == frames.shape and out.dtype == frames.dtype
+    assert torch.equal(out, (out * 255).round() / 255)
+    assert (out - frames).abs().max() <= protector.epsilon + 0.5 / 255 + 1e-6
+    assert (out != frames).any()
+    assert [s.index for s in stats] == [0, 1, 2] and all(s.face for s in stats)
+    assert all(set(s.success) == {"facemesh", "headpose"} for s in stats)
+    assert all(s.seconds > 0 for s in stats)
+
+
+def test_perturbation_stays_in_the_head_region(protected, frames):
+    out, _ = protected
+    # The corners of franck.mp4 are far from the face: the budget is zero there.
+    assert torch.equal(out[..., :40, :40], frames[..., :40, :40])
+    assert torch.equal(out[..., -40:, -40:], frames[..., -40:, -40:])
+
+
+def test_same_seed_is_bit_identical_and_another_seed_differs(protector, protected, frames):
+    again, _ = protector.protect(frames)
+    assert torch.equal(again, protected[0])
+    other, _ = Protector(**FAST, seed=1).protect(frames)
+    assert not torch.equal(other, protected[0])
+
+
+def test_following_frames_inherit_by_similarity_and_per_frame_does_not(protected, frames):
+    _, stats = protected
+    assert stats[0].inherited == 0
+    assert all(0.9 < s.inherited <= 1 for s in stats[1:])
+    _, baseline = Protector(**FAST, method="per-frame").protect(frames)
+    assert all(s.inherited == 0 for s in baseline)
+
+
+def test_an_inherited_perturbation_that_passes_takes_no_steps(frames):
+    protector = Protector(targets=("headpose",), max_steps=40)
+    _, stats = protector.protect(frames)
+    assert stats[0].steps > 0 and stats[0].success["headpose"]
+    assert any(s.steps == 0 and s.success["headpose"] for s in stats[1:])
+
+
+def test_frames_without_a_face_pass_through_unchanged(protector):
+    empty = samples.read_frames("no_face", 1)
+    out, stats = protector.protect(empty)
+    assert torch.equal(out, empty)
+    assert not stats[0].face and stats[0].steps == 0 and not stats[0].disrupted
+
+
+def test_joint_mode_and_the_reference_method_run(frames):
+    out, stats = Protector(**FAST, joint=True).protect(frames[:2])
+    assert out.shape == frames[:2].shape and stats[0].steps == stats[1].steps
+    reference = Protector(targets=("facemesh",), method="vdf-reference", max_steps=2)
+    assert reference.epsilon == 0.05
+    out, stats = reference.protect(frames[:2])
+    # The release's phase offset starts at 1 rad and its mask at one half: half the bound from step 0.
+    assert (out - frames[:2])[..., :40, :40].abs().amax() > 0.02  # everywhere: no head-region budget
+    assert stats[1].inherited == pytest.approx(0.8 * float(metrics.grey_ssim(frames[1:2], frames[:1])), rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(method="pgd"), "unknown method"),
+    (dict(preset="extreme"), "unknown preset"),
+    (dict(targets=("s3fd",)), "unknown target"),
+    (dict(device="tpu"), "device"),
+    (dict(epsilon=0.5), "epsilon"),
+])
+def test_bad_options_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Protector(**kwargs)
+
+
+def test_bad_frames_are_clear_errors(protector, frames):
+    with pytest.raises(ValueError, match="T x 3 x H x W"):
+        protector.protect(frames[0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        protector.protect(frames * 255)
+
+
+def test_budget_is_zero_far_from_the_face_and_follows_texture(frames):
+    boxes = torch.tensor([[140.0, 90.0, 220.0, 190.0]])
+    share = budget(frames[:1], boxes)
+    assert share.shape == (1, 1, 288, 360)
+    assert share[..., 0, 0] == 0 and share[..., 140, 180] > 0
+    assert share.max() <= 1
+    assert budget(frames[:1], torch.full((1, 4), math.nan)).abs().sum() == 0
+
+
+@pytest.mark.parametrize("transform", [Transform("identity"), Transform("scale", 0.5), Transform("scale", 2.0),
+                                       Transform("size", 512), Transform("jpeg", 60), Transform("blur", 1.0),
+                                       Transform("h264", 23)])
+def test_transforms_keep_the_size_and_pass_gradients(transform, frames):
+    x = frames[:1, :, :101, :131].clone().requires_grad_()  # odd sides on purpose
+    y = transform(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.isfinite().all() and x.grad.abs().sum() > 0
+
+
+def test_codec_transform_is_the_real_encoder_with_a_straight_through_gradient(frames):
+    x = frames[:1].clone().requires_grad_()
+    y = Transform("h264", 28)(x)
+    assert torch.allclose(y, roundtrip(frames[:1], 28, intra=True))
+    assert 25 < float(metrics.psnr(y.detach(), frames[:1])) < 45
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_roundtrip_as_a_video_keeps_count_and_size(frames):
+    out = roundtrip(frames[:, :, :99, :121], 18)
+    assert out.shape == (3, 3, 99, 121)
+    assert float(metrics.psnr(out, frames[:, :, :99, :121]).mean()) > 33
+
+
+def test_sampling_is_reproducible_and_covers_the_families():
+    draws = [sample(ROBUSTNESS, torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert draws[0] == draws[1]
+    generator = torch.Generator().manual_seed(0)
+    assert {sample(ROBUSTNESS, generator).kind for _ in range(200)} == {f.kind for f in ROBUSTNESS}
+
+
+def test_quantise_rounds_forward_and_passes_gradient_back():
+    x = torch.tensor([0.1234, 0.5, 0.99999], requires_grad=True)
+    y = quantise(x)
+    assert torch.equal(y, (x * 255).round().detach() / 255)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones(3))
+
+
+def test_metric_definitions():
+    points = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]]])
+    moved = points + torch.tensor([3.0, 4.0])
+    assert metrics.nme(moved, points, (0, 1)).item() == pytest.approx(0.5)
+    assert metrics.nme(points, points, (0, 1)).item() == pytest.approx(0, abs=1e-6)
+    eye = torch.eye(3)[None]
+    turn = torch.tensor([[[math.cos(0.1), -math.sin(0.1), 0], [math.sin(0.1), math.cos(0.1), 0], [0, 0, 1]]])
+    assert metrics.pose_error_degrees(turn, eye).item() == pytest.approx(math.degrees(0.1), rel=1e-4)
+    a = torch.zeros(1, 4, 4)
+    a[0, :2] = 1
+    b = torch.zeros(1, 4, 4)
+    b[0, 1:3] = 1
+    assert metrics.mask_iou(a, b).item() == pytest.approx(1 / 3)
+    assert metrics.mask_iou(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)).item() == 1
+    image = torch.rand(2, 3, 32, 32)
+    assert torch.isinf(metrics.psnr(image, image)).all()
+    assert metrics.ssim(image, image).allclose(torch.ones(2))
+    noisy = (image + 4 / 255).clamp(0, 1)
+    assert 30 < float(metrics.psnr(noisy, image).mean()) < 37

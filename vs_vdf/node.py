@@ -1,0 +1,191 @@
+"""``protect(clip)``: the perturbation core as a VapourSynth node with lookahead over similar frames.
+
+Frames are grouped into chunks that depend only on the frame number and the content: fixed windows
+of ``chunk`` frames, split where two consecutive frames stop being similar (a cut). The window's
+frames reach the callback as extra source clips of one ``std.ModifyFrame``, so the core prefetches
+them; each window is computed once (under a per-window lock) and kept in a small LRU cache. The
+optimisation of a chunk is seeded from the seed and the chunk's first frame number, so a chunk
+recomputed after eviction, or reached by random access, gives the same pixels as a sequential pass.
+
+Inside, the clip is float RGB; the result goes back to the input's format. Frames whose clean
+version has no face are returned untouched (not even converted), as the input frame.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import vapoursynth as vs
+
+NAME = "vdf.protect"
+SCENE_SIMILARITY = 0.5  # grey-thumbnail SSIM below which two consecutive frames belong to different chunks
+
+
+def _error(message: str) -> vs.Error:
+    return vs.Error(f"{NAME}: {message}")
+
+
+def default_matrix(width: int, height: int) -> str:
+    """The colour matrix to assume when the source leaves it unspecified: BT.709 for HD, BT.601 below."""
+    return "709" if width >= 1280 or height >= 720 else "170m"
+
+
+def _to_rgbs(clip: vs.VideoNode) -> tuple[vs.VideoNode, str | None]:
+    """Float RGB for the core, and the matrix used (None for RGB input)."""
+    family = clip.format.color_family
+    if family == vs.RGB:
+        return clip.resize.Point(format=vs.RGBS), None
+    if family != vs.YUV:
+        raise _error(f"needs a colour clip (YUV or RGB), got {clip.format.name}")
+    matrix = clip.get_frame(0).props.get("_Matrix", 2)
+    name = None if matrix not in (2, 3) else default_matrix(clip.width, clip.height)
+    if name:
+        return clip.resize.Bicubic(format=vs.RGBS, matrix_in_s=name), name
+    return clip.resize.Bicubic(format=vs.RGBS), None
+
+
+def _from_rgbs(rgbs: vs.VideoNode, like: vs.VideoNode, matrix: str | None) -> vs.VideoNode:
+    if like.format.color_family == vs.RGB:
+        return rgbs.resize.Point(format=like.format.id, dither_type="none" if like.format.sample_type == vs.FLOAT else "error_diffusion")
+    if matrix:
+        return rgbs.resize.Bicubic(format=like.format.id, matrix_s=matrix)
+    return rgbs.resize.Bicubic(format=like.format.id, matrix_s=_matrix_name(like))
+
+
+def _matrix_name(clip: vs.VideoNode) -> str:
+    codes = {1: "709", 5: "470bg", 6: "170m", 9: "2020ncl", 10: "2020cl"}
+    return codes.get(clip.get_frame(0).props.get("_Matrix", 2), default_matrix(clip.width, clip.height))
+
+
+def _validate(clip) -> None:
+    if not isinstance(clip, vs.VideoNode):
+        raise _error("clip must be a video clip")
+    if clip.format is None or clip.format.id == vs.NONE:
+        raise _error("the clip's format varies between frames; convert it to one constant format first")
+    if clip.width == 0 or clip.height == 0:
+        raise _error("the clip's frame size varies between frames; resize it to one constant size first")
+    if clip.num_frames == 0:
+        raise _error("the clip has no frames")
+    if clip.format.sample_type == vs.INTEGER and clip.format.bits_per_sample > 16:
+        raise _error(f"{clip.format.name}: integer formats above 16 bits are not supported")
+    if clip.width < 32 or clip.height < 32:
+        raise _error(f"the frames ({clip.width}x{clip.height}) are too small to hold a face")
+
+
+class _Windows:
+    """Protects whole windows on demand, once each, and keeps the last few."""
+
+    def __init__(self, protector, chunk: int, keep: int, seed: int, similarity: float):
+        self.protector, self.chunk, self.keep, self.seed, self.similarity = protector, chunk, keep, seed, similarity
+        self.finished: OrderedDict[int, list[tuple[np.ndarray, dict]]] = OrderedDict()
+        self.locks: dict[int, threading.Lock] = {}
+        self.guard = threading.Lock()
+
+    def frame(self, window: int, offset: int, frames: list[vs.VideoFrame]) -> tuple[np.ndarray, dict]:
+        with self.guard:
+            lock = self.locks.setdefault(window, threading.Lock())
+        with lock:
+            with self.guard:
+                if window in self.finished:
+                    self.finished.move_to_end(window)
+                    return self.finished[window][offset]
+            result = self._compute(window, frames)
+            with self.guard:
+                self.finished[window] = result
+                while len(self.finished) > self.keep:
+                    evicted, _ = self.finished.popitem(last=False)
+                    self.locks.pop(evicted, None)
+            return result[offset]
+
+    def _compute(self, window: int, frames: list[vs.VideoFrame]) -> list[tuple[np.ndarray, dict]]:
+        import torch
+
+        from .engine.metrics import grey_ssim
+
+        source = torch.from_numpy(np.stack([np.stack([np.asarray(f[p]) for p in range(3)]) for f in frames]))
+        clean = source.clamp(0, 1)
+        similar = grey_ssim(clean[1:], clean[:-1]) >= self.similarity if len(frames) > 1 else torch.ones(0, dtype=torch.bool)
+        starts = [0] + [i + 1 for i, same in enumerate(similar.tolist()) if not same]
+        out: list[tuple[np.ndarray, dict]] = []
+        first_frame = window * self.chunk
+        for begin, end in zip(starts, starts[1:] + [len(frames)]):
+            seed = (self.seed * 1_000_003 + first_frame + begin) % 2 ** 31
+            protected, stats = self.protector.protect(clean[begin:end], seed=seed)
+            # Only the change is applied, so pixels the perturbation left alone keep their exact input
+            # value (the engine rounds whole frames to 8-bit levels).
+            change = protected - (clean[begin:end] * 255).round() / 255
+            result = torch.where(change == 0, source[begin:end], source[begin:end] + change)
+            for i, s in enumerate(stats):
+                props = {"VdfChunk": first_frame + begin, "VdfFace": int(s.face), "VdfSteps": s.steps,
+                         "VdfSuccess": int(s.disrupted), "VdfStats": json.dumps(
+                             {"steps": s.steps, "inherited": round(s.inherited, 4), "success": s.success,
+                              "measures": {k: round(v, 4) for k, v in s.measures.items()},
+                              "seconds": round(s.seconds, 3)})}
+                out.append((result[i].numpy(), props))
+        return out
+
+
+def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str, ...] | str | None = None,
+            epsilon: float | None = None, device: str = "auto", seed: int = 0, method: str = "vdf",
+            chunk: int = 24, cache_chunks: int = 3, checkpoint: str | Path | None = None,
+            similarity: float = SCENE_SIMILARITY, max_steps: int | None = None) -> vs.VideoNode:
+    """Protect ``clip`` against face acquisition; same format, size, length and frame rate.
+
+    Frame props on the output: ``VdfChunk`` (first frame of the frame's chunk), ``VdfFace`` (the clean
+    frame had a face), ``VdfSteps``, ``VdfSuccess`` (every attacked model disrupted on the engine's
+    check) and ``VdfStats`` (JSON with the per-target details).
+    """
+    _validate(clip)
+    if not 1 <= chunk <= 256:
+        raise _error(f"chunk must be between 1 and 256 frames, got {chunk}")
+    if cache_chunks < 1:
+        raise _error("cache_chunks must be at least 1")
+    if isinstance(targets, str):
+        targets = tuple(t.strip() for t in targets.split(",") if t.strip())
+    from .engine import Protector
+
+    try:
+        protector = Protector(preset, targets, epsilon, device, seed, method, checkpoint=checkpoint, max_steps=max_steps)
+    except (ValueError, OSError) as exc:
+        raise _error(str(exc)) from exc
+    rgbs, matrix = _to_rgbs(clip)
+    count = clip.num_frames
+    # window_clips[j][n] is frame (n // chunk) * chunk + j: the whole window of n, prefetched by the core.
+    window_clips = []
+    for j in range(min(chunk, count)):
+        picked = rgbs[j::chunk]
+        repeated = vs.core.std.Interleave([picked] * chunk) if chunk > 1 else picked
+        if repeated.num_frames < count:
+            repeated = repeated + repeated[-1] * (count - repeated.num_frames)
+        window_clips.append(repeated[:count])
+    windows = _Windows(protector, chunk, cache_chunks, seed, similarity)
+
+    def run(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        window, offset = divmod(n, chunk)
+        valid = min(chunk, count - window * chunk)
+        try:
+            pixels, props = windows.frame(window, offset, f[1:1 + valid])
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the script as vs.Error
+            raise _error(f"frame {n}: {exc.__class__.__name__}: {exc}") from exc
+        out = f[0].copy()
+        for plane in range(3):
+            np.copyto(np.asarray(out[plane]), pixels[plane])
+        out.props.update(props)
+        return out
+
+    protected = rgbs.std.ModifyFrame([rgbs, *window_clips], run)
+    back = _from_rgbs(protected, clip, matrix)
+
+    def keep_faceless(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        original, converted = f
+        if converted.props["VdfFace"]:
+            return converted
+        out = original.copy()
+        out.props.update({k: v for k, v in converted.props.items() if k.startswith("Vdf")})
+        return out
+
+    return clip.std.ModifyFrame([clip, back], keep_faceless)
