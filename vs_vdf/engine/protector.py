@@ -29,6 +29,7 @@ from .perturbation import Reference as ReferencePerturbation
 from .transforms import Transform, rescale, sample
 
 METHODS = ("vdf", "per-frame", "vdf-reference")
+SSIM_FLOOR_WEIGHT = 100.0
 
 # The release's settings (threat-model.md section 3).
 REFERENCE_SCALES = ((1.0, 1.0), (1.5, 0.8), (2.0, 0.6), (0.75, 0.6), (0.5, 0.6))
@@ -190,9 +191,12 @@ class Protector:
                 names = self.required + (others[step % len(others)],) if others else self.required
                 per_target = self.objectives.losses(sample(self.preset.robustness, generator)(protected), ref, names)
             attack = sum(weights[name] * value for name, value in per_target.items())
-            fidelity = 1 - ssim(protected, clean, 11).flatten(1).mean(1)
+            similarity = ssim(protected, clean, 11, padding="valid").flatten(1).mean(1)
+            fidelity = fidelity_weight * (1 - similarity)
+            if not reference:
+                fidelity = fidelity + SSIM_FLOOR_WEIGHT * torch.relu(self.preset.ssim_floor - similarity)
             optimiser.zero_grad(set_to_none=True)
-            (attack + fidelity_weight * fidelity).sum().backward()
+            (attack + fidelity).sum().backward()
             optimiser.step()
             losses |= {name: float(value.detach().mean()) for name, value in per_target.items()}
         return self.max_steps, losses
