@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -106,6 +107,7 @@ class _Windows:
 
         from .engine.metrics import grey_ssim
 
+        started = time.perf_counter()
         source = torch.from_numpy(np.stack([np.stack([np.asarray(f[p]) for p in range(3)]) for f in frames]))
         clean = source.clamp(0, 1)
         similar = grey_ssim(clean[1:], clean[:-1]) >= self.similarity if len(frames) > 1 else torch.ones(0, dtype=torch.bool)
@@ -126,6 +128,9 @@ class _Windows:
                               "measures": {k: round(v, 4) for k, v in s.measures.items()},
                               "seconds": round(s.seconds, 3)})}
                 out.append((result[i].numpy(), props))
+        share = (time.perf_counter() - started) / len(out)
+        for _, props in out:
+            props["VdfSeconds"] = share  # this frame's share of computing its chunk
         return out
 
 
@@ -137,7 +142,8 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
 
     Frame props on the output: ``VdfChunk`` (first frame of the frame's chunk), ``VdfFace`` (the clean
     frame had a face), ``VdfSteps``, ``VdfSuccess`` (every attacked model disrupted on the engine's
-    check) and ``VdfStats`` (JSON with the per-target details).
+    check), ``VdfSeconds`` (the frame's share of its chunk's compute time) and ``VdfStats`` (JSON with
+    the per-target details).
     """
     _validate(clip)
     if not 1 <= chunk <= 256:

@@ -14,17 +14,9 @@ def path(name: str) -> Path:
 
 def read_frames(name: str, count: int, start: int = 0):
     """The first ``count`` frames from ``start`` of sample ``name`` as a T x 3 x H x W float tensor in [0, 1] (RGB)."""
-    import av
-    import numpy as np
-    import torch
+    from .media.frames import read_frames as read_file
 
-    frames = []
-    with av.open(str(path(name))) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index >= start:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    if len(frames) < count:
+    frames = read_file(path(name), count, start)
+    if frames.shape[0] < count:
         raise ValueError(f"sample {name!r} has fewer than {start + count} frames")
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    return frames

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .assets_cmd import asset_group
+from .evaluate_cmd import evaluate_command
+from .plugin_cmd import plugin_group
 from .protect_cmd import protect_command
 
 
@@ -17,3 +19,5 @@ def main() -> None:
 main.add_command(asset_group("models", "pretrained face models (the surrogates the protection attacks)"))
 main.add_command(asset_group("media", "real sample videos and stills for the demo, tests and benchmarks"))
 main.add_command(protect_command)
+main.add_command(evaluate_command)
+main.add_command(plugin_group)

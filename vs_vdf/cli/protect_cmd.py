@@ -84,7 +84,7 @@ def protect_command(source: Path, output: Path, preset: str, device: str, method
     _check_paths(source, output, overwrite)
     options = {"preset": preset, "device": device, "method": method, "targets": targets, "epsilon": epsilon,
                "seed": seed, "chunk": chunk, "max_steps": max_steps, "checkpoint": str(checkpoint) if checkpoint else None}
-    frames = _run(info, output, options, encoding, limit)
+    frames, timing = _run(info, output, options, encoding, limit)
     faces = sum(f["face"] for f in frames)
     if faces == 0:
         click.echo("warning: no face found in any frame; the frames were passed through unchanged", err=True)
@@ -93,12 +93,13 @@ def protect_command(source: Path, output: Path, preset: str, device: str, method
                    "disrupted_fraction": sum(f["disrupted"] for f in frames) / max(faces, 1),
                    "steps_per_face_frame": sum(f["steps"] for f in frames) / max(faces, 1)}
         document = {"input": str(source), "output": str(output), "options": options,
-                    "encoding": vars(encoding), "summary": summary, "frames": frames}
+                    "encoding": vars(encoding), "summary": summary, "timing": timing, "frames": frames}
         report.write_text(json.dumps(document, indent=1))
     click.echo(f"protected video: {output}")
 
 
-def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | None) -> list[dict]:
+def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | None) -> tuple[list[dict], dict]:
+    """Decode, protect and encode; returns the per-frame records and where the time went (seconds)."""
     import numpy as np
     import vapoursynth as vs
     from tqdm import tqdm
@@ -132,13 +133,20 @@ def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | Non
         info.timestamps = info.timestamps[:limit]
     frames: list[dict] = []
     started = time.perf_counter()
+    waiting = encoding_time = protecting = 0.0
     with atomic_output(output) as temporary:
         writer = VideoWriter(temporary, info, encoding)
         try:
             with tqdm(total=encoded.num_frames, unit="frame", file=sys.stderr, desc="protect", dynamic_ncols=True) as bar:
+                asked = time.perf_counter()
                 for frame in encoded.frames(close=True):
+                    got = time.perf_counter()
+                    waiting += got - asked
                     writer.write([np.asarray(frame[p]) for p in range(3)])
+                    asked = time.perf_counter()
+                    encoding_time += asked - got
                     props = frame.props
+                    protecting += float(props["VdfSeconds"])
                     frames.append({"frame": len(frames), "face": bool(props["VdfFace"]),
                                    "disrupted": bool(props["VdfSuccess"]), **json.loads(props["VdfStats"])})
                     bar.update()
@@ -148,8 +156,12 @@ def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | Non
         except BaseException:
             writer.abort()
             raise
+        closing = time.perf_counter()
         writer.close()
+        encoding_time += time.perf_counter() - closing
     seconds = time.perf_counter() - started
     click.echo(f"{len(frames)} frames in {seconds:.1f} s ({len(frames) / seconds:.2f} fps)", err=True)
-    return frames
+    timing = {"total": seconds, "fps": len(frames) / seconds, "protect": protecting,
+              "decode_and_convert": max(waiting - protecting, 0.0), "encode": encoding_time}
+    return frames, timing
 

@@ -9,6 +9,7 @@ capped a little past the disruption threshold: effort beyond it buys nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -95,6 +96,8 @@ class Objectives:
             needed.add("facemesh")
         self.models = {name: surrogates.load(name, device, checkpoint=checkpoint if name == "bisenet" else None)
                        for name in sorted(needed)}
+        # Surrogate evaluations, in model-frames: "forward" (measures) and "backward" (losses, forward + backward).
+        self.evaluations: Counter[str] = Counter()
 
     @torch.no_grad()
     def reference(self, clean: torch.Tensor) -> Reference:
@@ -132,6 +135,7 @@ class Objectives:
         """Per target (all, or ``names``), a loss per frame (T) to minimise; differentiable in ``frames``."""
         models, out = self.models, {}
         names = self.targets if names is None else names
+        self.evaluations["backward"] += len(names) * frames.shape[0]
         index = torch.arange(frames.shape[0], device=frames.device)
         for name in ("blazeface_short", "blazeface_full"):
             if name in names:
@@ -187,6 +191,7 @@ class Objectives:
         """Per target, the design.md measure per frame (T): detectors the best face score (MTCNN: faces
         found), landmarks NME, head pose error in degrees, segmenters mask IoU."""
         models, out, count = self.models, {}, frames.shape[0]
+        self.evaluations["forward"] += len(names) * count
         rows = ref.face.nonzero()[:, 0]  # landmarks and pose exist only where the clean frame had a face
         for name in ("blazeface_short", "blazeface_full"):
             if name in names:

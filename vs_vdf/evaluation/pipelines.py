@@ -45,3 +45,95 @@ def ernerf(frames: torch.Tensor, fps: Fraction | float = 25, crf: int = 18) -> t
     if len(read) != frames.shape[0]:
         raise RuntimeError(f"ER-NeRF replica produced {len(read)} frames from {frames.shape[0]}")
     return torch.from_numpy(np.stack(read)).permute(0, 3, 1, 2).to(frames.device, frames.dtype) / 255
+
+
+def _decode(path: Path, like: torch.Tensor) -> torch.Tensor:
+    import av
+
+    with av.open(str(path)) as container:
+        images = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(like.device, like.dtype) / 255
+
+
+def genefacepp(frames: torch.Tensor, fps: Fraction | float = 25) -> torch.Tensor:
+    """The GeneFace++ / MimicTalk input: re-encoded to 512 x 512 at 25 fps, H.264 at 2 Mb/s."""
+    images = to_rgb24(frames)
+    with tempfile.TemporaryDirectory(prefix="vdf-genefacepp-") as folder:
+        video = Path(folder) / "input.mp4"
+        _ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{images.shape[2]}x{images.shape[1]}",
+                "-r", str(fps), "-i", "-", "-vf", "fps=25,scale=512:512", "-c:v", "libx264", "-b:v", "2M",
+                "-pix_fmt", "yuv420p", str(video), stdin=images.tobytes())
+        return _decode(video, frames)
+
+
+def _batches(count: int, size: int = 16):
+    return (slice(start, start + size) for start in range(0, count, size))
+
+
+@torch.no_grad()
+def ernerf_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fps) -> dict:
+    """Models on the JPEG frames, whether the real script would stop on a frame without a face, and how
+    much of the head the static background plate (every 20th frame's background) would absorb."""
+    seen_clean, seen = ernerf(clean, fps), ernerf(protected, fps)
+    result = {"models": analyst.summary(analyst.compare(seen_clean, seen))}
+    missing = {}
+    for name in ("blazeface_short", "mtcnn"):
+        if name in analyst.objectives.models:
+            model = analyst.objectives.models[name]
+            found = [len(d) > 0 for part in _batches(seen.shape[0]) for d in model.detect(seen[part])]
+            missing[name] = [i for i, ok in enumerate(found) if not ok]
+    result["frames_without_face"] = missing
+    result["would_crash"] = any(bool(v) for v in missing.values())
+    segmenter = analyst.objectives.models.get("selfie_segmentation")
+    if segmenter is not None:
+        sampled = slice(0, None, 20)
+        person_clean = segmenter(seen_clean[sampled]) > 0.5
+        person = segmenter(seen[sampled]) > 0.5
+        head_always = person_clean.all(0)  # never background in the clean video: the plate cannot see it
+        exposed = (~person).any(0)  # background in at least one protected sample: painted into the plate
+        result["background_plate_head_leak"] = float((head_always & exposed).sum() / head_always.sum().clamp(min=1))
+    return result
+
+
+@torch.no_grad()
+def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fps) -> dict:
+    """Models on the re-encoded 512 x 512 frames, plus FaceMesh tracked as that pipeline does: on the
+    frame's own detection, reusing the previous landmarks when no face is found (none on the first
+    frame stops the run)."""
+    from ..engine import metrics
+    from ..surrogates.facemesh import roi_from_detection
+
+    seen_clean, seen = genefacepp(clean, fps), genefacepp(protected, fps)
+    result = {"models": analyst.summary(analyst.compare(seen_clean, seen))}
+    models = analyst.objectives.models
+    detector, mesh, pose = models["blazeface_short"], models["facemesh"], models.get("headpose")
+
+    def track(frames: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
+        landmarks, missing, previous = [], [], None
+        for part in _batches(frames.shape[0]):
+            for offset, found in enumerate(detector.detect(frames[part])):
+                index = part.start + offset
+                if len(found):
+                    roi = roi_from_detection(found.boxes[:1], found.keypoints[:1])
+                    previous = mesh(frames[index:index + 1], roi)[0]
+                else:
+                    missing.append(index)
+                    if previous is None:
+                        return None, missing
+                landmarks.append(previous)
+        return torch.cat(landmarks), missing
+
+    reference, _ = track(seen_clean)
+    tracked, missing = track(seen)
+    result["frames_without_face"] = missing
+    result["would_crash"] = tracked is None
+    if tracked is not None and reference is not None:
+        shift = metrics.nme(tracked, reference, metrics.FACEMESH_EYES)
+        result["tracked_facemesh"] = {"nme_mean": float(shift.mean()),
+                                      "disrupted_fraction": float((shift >= metrics.NME_DISRUPTED).float().mean())}
+        if pose is not None:
+            error = metrics.pose_error_degrees(pose(tracked)["rotation"], pose(reference)["rotation"])
+            result["tracked_headpose"] = {
+                "pose_error_deg_mean": float(error.mean()),
+                "disrupted_fraction": float((error >= metrics.POSE_DISRUPTED_DEG).float().mean())}
+    return result

@@ -1,0 +1,218 @@
+"""The benchmark harness: methods side by side, scaling with frames and pixels, the end-to-end path.
+
+Every number comes from this run on this machine; the JSON and Markdown name the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vs_vdf import samples
+from vs_vdf.engine import Protector, metrics, resolve_device
+from vs_vdf.evaluation.analysis import Analyst
+from vs_vdf.evaluation.pipelines import ernerf
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNK = 24
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def protect_in_chunks(protector: Protector, frames: torch.Tensor):
+    """Chunks of 24 frames, as the node makes them (no cut detection: the clips have none)."""
+    outputs, stats = [], []
+    for start in range(0, frames.shape[0], CHUNK):
+        out, chunk_stats = protector.protect(frames[start:start + CHUNK], seed=start)
+        outputs.append(out)
+        stats += chunk_stats
+    return torch.cat(outputs), stats
+
+
+def compare_methods(args, device: torch.device) -> dict:
+    clean = samples.read_frames(args.clip, args.frames)
+    fps = 25
+    analyst = Analyst(models=("facemesh", "headpose"), device=device)
+    results = {}
+    for method in args.methods.split(","):
+        protector = Protector(args.preset, tuple(args.targets.split(",")), device=device, method=method,
+                              max_steps=args.reference_steps if method == "vdf-reference" else None)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        protected, stats = protect_in_chunks(protector, clean)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        after = analyst.summary(analyst.compare(clean, ernerf(protected.cpu(), fps)))
+        count = clean.shape[0]
+        results[method] = {
+            "seconds_per_frame": seconds / count,
+            "steps_per_frame": sum(s.steps for s in stats) / count,
+            "forward_per_frame": protector.objectives.evaluations["forward"] / count,
+            "forward_backward_per_frame": protector.objectives.evaluations["backward"] / count,
+            "disrupted_after_ernerf": {name: entry["disrupted_fraction"] for name, entry in after.items()},
+            "psnr_db": float(metrics.psnr(protected.cpu(), clean).mean()),
+            "ssim": float(metrics.ssim(protected.cpu(), clean).mean()),
+            "epsilon": protector.epsilon, "max_steps": protector.max_steps,
+        }
+        print(f"[bench] {method}: {json.dumps(results[method])}", file=sys.stderr, flush=True)
+    return results
+
+
+def speedups(methods: dict) -> list[str]:
+    """Speed-up of vdf over each other method, only where vdf is at least as disruptive and as faithful."""
+    lines = []
+    ours = methods.get("vdf")
+    for name, other in methods.items():
+        if name == "vdf" or ours is None:
+            continue
+        ratio = other["seconds_per_frame"] / ours["seconds_per_frame"]
+        worse = [t for t, v in ours["disrupted_after_ernerf"].items() if v < other["disrupted_after_ernerf"][t] - 1e-9]
+        if ours["psnr_db"] < other["psnr_db"] - 0.1:
+            worse.append("PSNR")
+        if worse:
+            lines.append(f"vdf vs {name}: {ratio:.1f}x faster, but lower on {', '.join(worse)}: no speed-up claimed")
+        else:
+            lines.append(f"vdf vs {name}: {ratio:.1f}x faster at equal or better disruption and fidelity")
+    return lines
+
+
+def worker(args) -> None:
+    """One scaling point, in its own process so its peak RSS is its own."""
+    device = resolve_device(args.device)
+    frames_done, started = 0, time.perf_counter()
+    protector = Protector(args.preset, device=device)  # the product's default ensemble
+    for start in range(0, args.frames, CHUNK):
+        chunk = samples.read_frames(args.clip, min(CHUNK, args.frames - start), start=start)
+        if args.height:
+            width = round(chunk.shape[-1] * args.height / chunk.shape[-2] / 2) * 2
+            chunk = F.interpolate(chunk, size=(args.height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+        protector.protect(chunk.to(device), seed=start)
+        frames_done += chunk.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    print(json.dumps({"seconds_per_frame": (time.perf_counter() - started) / frames_done}))
+
+
+def run_worker(args, frames: int, height: int | None) -> dict:
+    command = [sys.executable, __file__, "--worker", "--frames", str(frames), "--clip", args.clip,
+               "--preset", args.preset, "--device", args.device]
+    if height:
+        command += ["--height", str(height)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status:
+        raise RuntimeError(f"scaling worker failed: {command}")
+    result = json.loads(output.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    print(f"[bench] frames={frames} height={height}: {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def end_to_end(args, folder: Path) -> dict:
+    report = folder / "e2e-report.json"
+    output = folder / "e2e.mp4"
+    command = [str(ROOT / ".venv" / "bin" / "vdf"), "protect", str(samples.path(args.e2e_clip)), "-o", str(output),
+               "--overwrite", "--frames", str(args.e2e_frames), "--preset", args.preset, "--device", args.device,
+               "--report", str(report)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    timing = json.loads(report.read_text())["timing"]
+    output.unlink(missing_ok=True)
+    total = timing["total"]
+    return {"clip": args.e2e_clip, "frames": args.e2e_frames, "fps": timing["fps"],
+            "share": {stage: timing[stage] / total for stage in ("decode_and_convert", "protect", "encode")}}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Machine: {result['machine']}; clip `{result['clip']}`, {result['frames']} frames, preset "
+             f"`{result['preset']}`, targets `{result['targets']}`.", "",
+             "| method | s/frame | steps/frame | fwd evals/frame | fwd+bwd evals/frame | "
+             "disrupted after ER-NeRF path | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        disrupted = ", ".join(f"{k} {v:.2f}" for k, v in m["disrupted_after_ernerf"].items())
+        lines.append(f"| {name} | {m['seconds_per_frame']:.2f} | {m['steps_per_frame']:.1f} | "
+                     f"{m['forward_per_frame']:.0f} | {m['forward_backward_per_frame']:.0f} | {disrupted} | "
+                     f"{m['psnr_db']:.1f} | {m['ssim']:.3f} |")
+    lines += ["", *[f"- {line}" for line in result["speedups"]], "",
+              "Scaling and end to end use the default ensemble of targets.", "",
+              "| scaling point | s/frame | peak RSS MB |", "|---|---|---|"]
+    for label, point in result["scaling"].items():
+        lines.append(f"| {label} | {point['seconds_per_frame']:.2f} | {point['peak_rss_mb']:.0f} |")
+    e2e = result.get("end_to_end")
+    if e2e:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in e2e["share"].items())
+        lines += ["", f"End to end (`vdf protect`, {e2e['frames']} frames of `{e2e['clip']}`): "
+                      f"{e2e['fps']:.2f} fps; time share: {shares}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--clip", default="franck")
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--preset", default="balanced")
+    parser.add_argument("--targets", default="facemesh,headpose")
+    parser.add_argument("--methods", default="vdf,per-frame,vdf-reference")
+    parser.add_argument("--reference-steps", type=int, default=None,
+                        help="cap on vdf-reference steps per frame (default: its own 3000)")
+    parser.add_argument("--scale-frames", default="24,96,384")
+    parser.add_argument("--scale-heights", default="360,720,1080")
+    parser.add_argument("--scale-height-frames", type=int, default=8)
+    parser.add_argument("--e2e-clip", default="wolfgang")
+    parser.add_argument("--e2e-frames", type=int, default=48)
+    parser.add_argument("--quick", action="store_true", help="fewer frames everywhere (a few minutes)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--height", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+    if args.quick:
+        args.frames, args.scale_frames, args.scale_height_frames, args.e2e_frames = 8, "8,24", 4, 12
+        args.reference_steps = args.reference_steps or 100
+    device = resolve_device(args.device)
+    args.device = str(device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": machine(device), "device": str(device), "clip": args.clip, "frames": args.frames,
+              "preset": args.preset, "targets": args.targets}
+    result["methods"] = compare_methods(args, device)
+    result["speedups"] = speedups(result["methods"])
+    result["scaling"] = {}
+    for frames in (int(n) for n in args.scale_frames.split(",")):
+        result["scaling"][f"{frames} frames (native size)"] = run_worker(args, frames, None)
+    for height in (int(h) for h in args.scale_heights.split(",")):
+        result["scaling"][f"{height}p, {args.scale_height_frames} frames"] = run_worker(args, args.scale_height_frames, height)
+    result["end_to_end"] = end_to_end(args, args.out)
+    name = f"bench-{device.type}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    table = markdown(result)
+    (args.out / f"{name}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
