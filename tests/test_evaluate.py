@@ -48,8 +48,9 @@ def test_evaluation_sees_what_the_engine_check_saw(analyst, clean):
     assert document["models"]["facemesh"]["disrupted_fraction"] >= engine
 
 
-def test_every_pipeline_and_purification_runs(analyst, clean):
+def test_every_pipeline_and_purification_runs(clean):
     protected, _ = Protector(preset="light", targets=("facemesh", "headpose"), max_steps=2).protect(clean[:3])
+    analyst = Analyst(models=("blazeface_short", "facemesh", "headpose", "selfie_segmentation"))
     document = evaluate(clean[:3], protected, Fraction(24), analyst=analyst)
     assert set(document["purification"]) == set(PURIFIERS)
     for name, entry in document["purification"].items():

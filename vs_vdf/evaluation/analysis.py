@@ -38,16 +38,24 @@ class Analyst:
         self.models, self.batch, self.device = self.objectives.targets, batch, device
 
     @torch.no_grad()
-    def compare(self, clean: torch.Tensor, test: torch.Tensor) -> Comparison:
-        if clean.shape != test.shape:
-            raise ValueError(f"clean {tuple(clean.shape)} and test {tuple(test.shape)} frames differ in shape")
-        parts: list[tuple[dict, dict, torch.Tensor]] = []
+    def baseline(self, clean: torch.Tensor) -> list[tuple]:
+        """The clean frames' analysis and measures, per batch: compute once, compare many test versions."""
+        out = []
         for start in range(0, clean.shape[0], self.batch):
             c = clean[start:start + self.batch].to(self.device)
-            t = test[start:start + self.batch].to(self.device)
             ref = self.objectives.reference(c)
-            parts.append((self.objectives.measures(c, ref, self.models),
-                          self.objectives.measures(t, ref, self.models), ref.face.cpu()))
+            out.append((ref, self.objectives.measures(c, ref, self.models)))
+        return out
+
+    @torch.no_grad()
+    def compare(self, clean: torch.Tensor, test: torch.Tensor, baseline: list[tuple] | None = None) -> Comparison:
+        if clean.shape != test.shape:
+            raise ValueError(f"clean {tuple(clean.shape)} and test {tuple(test.shape)} frames differ in shape")
+        baseline = self.baseline(clean) if baseline is None else baseline
+        parts: list[tuple[dict, dict, torch.Tensor]] = []
+        for (ref, clean_measures), start in zip(baseline, range(0, clean.shape[0], self.batch)):
+            t = test[start:start + self.batch].to(self.device)
+            parts.append((clean_measures, self.objectives.measures(t, ref, self.models), ref.face.cpu()))
         face = torch.cat([p[2] for p in parts])
         clean_m = {n: torch.cat([p[0][n].float().cpu() for p in parts]) for n in self.models}
         test_m = {n: torch.cat([p[1][n].float().cpu() for p in parts]) for n in self.models}

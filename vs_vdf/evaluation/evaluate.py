@@ -47,7 +47,8 @@ def evaluate(clean: torch.Tensor, protected: torch.Tensor, fps: Fraction, *, ana
             progress(label)
 
     step("models")
-    comparison = analyst.compare(clean, protected)
+    baseline = analyst.baseline(clean)
+    comparison = analyst.compare(clean, protected, baseline)
     models = analyst.summary(comparison)
     document = {"frames": clean.shape[0], "fidelity": _fidelity(clean, protected), "models": models,
                 "per_frame": _per_frame(comparison), "pipelines": {}, "purification": {}}
@@ -57,7 +58,7 @@ def evaluate(clean: torch.Tensor, protected: torch.Tensor, fps: Fraction, *, ana
     for name in purifications:
         step(f"purification {name}")
         purified = PURIFIERS[name](protected, fps)
-        after = analyst.compare(clean, purified)
+        after = analyst.compare(clean, purified, baseline)
         summary = analyst.summary(after)
         retention = {model: (summary[model]["disrupted_fraction"] / entry["disrupted_fraction"]
                              if entry["disrupted_fraction"] > 0 else None) for model, entry in models.items()}

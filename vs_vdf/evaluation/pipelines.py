@@ -106,6 +106,8 @@ def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fp
     seen_clean, seen = genefacepp(clean, fps), genefacepp(protected, fps)
     result = {"models": analyst.summary(analyst.compare(seen_clean, seen))}
     models = analyst.objectives.models
+    if "facemesh" not in models:
+        return result
     detector, mesh, pose = models["blazeface_short"], models["facemesh"], models.get("headpose")
 
     def track(frames: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:

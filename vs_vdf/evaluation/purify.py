@@ -59,8 +59,8 @@ def bm3d(frames: torch.Tensor, fps=None, sigma: float = 10) -> torch.Tensor:
 
     clip = blank.std.ModifyFrame(blank, fill)
     opp = core.bm3d.RGB2OPP(clip, sample=1)
-    basic = core.bm3d.Basic(opp, sigma=sigma)
-    final = core.bm3d.Final(basic, opp, sigma=sigma)
+    basic = core.bm3d.Basic(opp, sigma=sigma, matrix=100)
+    final = core.bm3d.Final(basic, opp, sigma=sigma, matrix=100)
     rgb = core.bm3d.OPP2RGB(final, sample=1)
     out = np.stack([np.stack([np.asarray(f[p]) for p in range(3)]) for f in rgb.frames()])
     return torch.from_numpy(out).clamp(0, 1).to(frames.dtype)
