@@ -109,14 +109,19 @@ def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | Non
     from ..media.writer import VideoWriter, atomic_output
     from ..node import default_matrix, protect
 
-    vs.core.max_cache_size = 1024  # MB: bounded memory whatever the length
     try:
         clip = open_clip(info)
     except MediaError as exc:
         raise click.ClickException(str(exc)) from exc
+    # Bounded memory whatever the length: room for one chunk of float RGB frames, not the core's 4 GB default.
+    frame_mb = clip.width * clip.height * 3 * 4 / 2 ** 20
+    vs.core.max_cache_size = int(64 + options["chunk"] * frame_mb)
     if clip.num_frames != info.frame_count:
         raise click.ClickException(f"{info.path}: {clip.num_frames} frames decoded but {info.frame_count} in the "
                                    "stream; the input looks damaged")
+    if limit is not None and limit < clip.num_frames:
+        clip = clip[:limit]  # before protecting, so no chunk reaches past the frames written
+        info.timestamps = info.timestamps[:limit]
     try:
         protected = protect(clip, **options)
     except vs.Error as exc:
@@ -128,9 +133,6 @@ def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | Non
     else:  # the input's own matrix, also when its frames leave it unspecified
         source_matrix = {"matrix_in_s": matrix} if protected.format.color_family == vs.YUV else {}
         encoded = protected.resize.Bicubic(format=target, matrix_s=matrix, **source_matrix)
-    if limit is not None and limit < encoded.num_frames:
-        encoded = encoded[:limit]
-        info.timestamps = info.timestamps[:limit]
     frames: list[dict] = []
     started = time.perf_counter()
     waiting = encoding_time = protecting = 0.0
