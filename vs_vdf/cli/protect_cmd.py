@@ -89,9 +89,12 @@ def protect_command(source: Path, output: Path, preset: str, device: str, method
     if faces == 0:
         click.echo("warning: no face found in any frame; the frames were passed through unchanged", err=True)
     if report is not None:
+        targets = sorted({t for f in frames for t in f["success"]})
         summary = {"frames": len(frames), "frames_with_face": faces,
-                   "disrupted_fraction": sum(f["disrupted"] for f in frames) / max(faces, 1),
-                   "steps_per_face_frame": sum(f["steps"] for f in frames) / max(faces, 1)}
+                   "steps_per_face_frame": sum(f["steps"] for f in frames) / max(faces, 1),
+                   "all_targets_disrupted_fraction": sum(f["disrupted"] for f in frames) / max(faces, 1),
+                   "disrupted_fraction": {t: sum(f["success"].get(t, False) for f in frames) / max(faces, 1)
+                                          for t in targets}}
         document = {"input": str(source), "output": str(output), "options": options,
                     "encoding": vars(encoding), "summary": summary, "timing": timing, "frames": frames}
         report.write_text(json.dumps(document, indent=1))
