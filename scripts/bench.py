@@ -104,17 +104,19 @@ def worker(args) -> None:
     """One scaling point, in its own process so its peak RSS is its own."""
     device = resolve_device(args.device)
     protector = Protector(args.preset, device=device)  # the product's default ensemble
-    frames_done, started = 0, time.perf_counter()
+    frames_done, steps, started = 0, 0, time.perf_counter()
     for start in range(0, args.frames, CHUNK):
         chunk = samples.read_frames(args.clip, min(CHUNK, args.frames - start), start=start)
         if args.height:
             width = round(chunk.shape[-1] * args.height / chunk.shape[-2] / 2) * 2
             chunk = F.interpolate(chunk, size=(args.height, width), mode="bicubic", align_corners=False).clamp(0, 1)
-        protector.protect(chunk.to(device), seed=start)
+        _, stats = protector.protect(chunk.to(device), seed=start)
         frames_done += chunk.shape[0]
+        steps += sum(s.steps for s in stats)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    print(json.dumps({"seconds_per_frame": (time.perf_counter() - started) / frames_done}))
+    print(json.dumps({"seconds_per_frame": (time.perf_counter() - started) / frames_done,
+                      "steps_per_frame": steps / frames_done}))
 
 
 def run_worker(args, frames: int, height: int | None) -> dict:
@@ -159,9 +161,11 @@ def markdown(result: dict) -> str:
                      f"{m['psnr_db']:.1f} | {m['ssim']:.3f} |")
     lines += ["", *[f"- {line}" for line in result["speedups"]], "",
               "Scaling and end to end use the default ensemble of targets.", "",
-              "| scaling point | s/frame | peak RSS MB |", "|---|---|---|"]
+              "| scaling point | s/frame | steps/frame | peak RSS MB |", "|---|---|---|---|"]
     for label, point in result["scaling"].items():
-        lines.append(f"| {label} | {point['seconds_per_frame']:.2f} | {point['peak_rss_mb']:.0f} |")
+        steps = point.get("steps_per_frame")
+        lines.append(f"| {label} | {point['seconds_per_frame']:.2f} | {'-' if steps is None else f'{steps:.1f}'} | "
+                     f"{point['peak_rss_mb']:.0f} |")
     e2e = result.get("end_to_end")
     if e2e:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in e2e["share"].items())
