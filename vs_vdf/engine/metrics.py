@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..surrogates.headpose import angular_error_degrees as pose_error_degrees  # noqa: F401  (the pose measure)
+from ..surrogates.headpose import angular_error_degrees
 
 # Outer eye corners, used for the inter-ocular distance that normalises landmark error.
 IBUG_EYES = (36, 45)
@@ -17,6 +17,11 @@ MTCNN_EYES = (0, 1)
 NME_DISRUPTED = 0.10
 POSE_DISRUPTED_DEG = 5.0
 IOU_DISRUPTED = 0.5
+
+
+def pose_error_degrees(rotation: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Head-pose error per frame: the angle of the relative rotation (N x 3 x 3 -> N degrees)."""
+    return angular_error_degrees(rotation, reference)
 
 
 def interocular(points: torch.Tensor, eyes: tuple[int, int]) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .metrics import grey_ssim
 from .objectives import DEFAULT_TARGETS, Objectives, Reference
 from .perturbation import DualDomain
 from .perturbation import Reference as ReferencePerturbation
-from .transforms import Transform, rescale, sample
+from .transforms import Transform, sample
 
 METHODS = ("vdf", "per-frame", "vdf-reference")
 SSIM_FLOOR_WEIGHT = 100.0
