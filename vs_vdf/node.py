@@ -24,6 +24,8 @@ import vapoursynth as vs
 
 NAME = "vdf.protect"
 SCENE_SIMILARITY = 0.5  # grey-thumbnail SSIM below which two consecutive frames belong to different chunks
+# Colour matrix codes (ITU-T H.273, as in _Matrix and FFmpeg's colorspace) -> zimg names.
+MATRIX_NAMES = {1: "709", 5: "470bg", 6: "170m", 9: "2020ncl", 10: "2020cl"}
 
 
 def _error(message: str) -> vs.Error:
@@ -58,8 +60,7 @@ def _from_rgbs(rgbs: vs.VideoNode, like: vs.VideoNode, matrix: str | None) -> vs
 
 
 def _matrix_name(clip: vs.VideoNode) -> str:
-    codes = {1: "709", 5: "470bg", 6: "170m", 9: "2020ncl", 10: "2020cl"}
-    return codes.get(clip.get_frame(0).props.get("_Matrix", 2), default_matrix(clip.width, clip.height))
+    return MATRIX_NAMES.get(clip.get_frame(0).props.get("_Matrix", 2), default_matrix(clip.width, clip.height))
 
 
 def _validate(clip) -> None:

@@ -25,10 +25,10 @@ def _names(value: str, known: tuple[str, ...], option: str) -> tuple[str, ...]:
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomically: a temporary file beside ``path``, renamed at the end."""
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
-    temporary.replace(path)
+    from ..media.writer import atomic_output
+
+    with atomic_output(path) as temporary:
+        temporary.write_text(text)
 
 
 @click.command("evaluate")

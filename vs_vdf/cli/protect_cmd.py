@@ -15,8 +15,6 @@ from ..engine.presets import PRESETS
 from ..engine.protector import METHODS
 from ..media.writer import CODECS, Encoding
 
-MATRIX_OF_COLORSPACE = {1: "709", 5: "470bg", 6: "170m", 9: "2020ncl", 10: "2020cl"}
-
 
 def _bitrate(value: str | None) -> int | None:
     if value is None:
@@ -110,7 +108,7 @@ def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | Non
     from ..media.probe import MediaError
     from ..media.source import open_clip
     from ..media.writer import VideoWriter, atomic_output
-    from ..node import default_matrix, protect
+    from ..node import MATRIX_NAMES, default_matrix, protect
 
     try:
         clip = open_clip(info)
@@ -129,7 +127,7 @@ def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | Non
         protected = protect(clip, **options)
     except vs.Error as exc:
         raise click.ClickException(str(exc)) from exc
-    matrix = MATRIX_OF_COLORSPACE.get(info.color["colorspace"], default_matrix(clip.width, clip.height))
+    matrix = MATRIX_NAMES.get(info.color["colorspace"], default_matrix(clip.width, clip.height))
     target = vs.YUV444P8 if encoding.lossless else vs.YUV420P8
     if protected.format.id == target:
         encoded = protected

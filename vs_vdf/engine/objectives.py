@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import surrogates
+from ..surrogates.boxes import first_or_nan
 from ..surrogates.facemesh import roi_from_detection
 from . import metrics
 
@@ -102,9 +103,8 @@ class Objectives:
     @torch.no_grad()
     def reference(self, clean: torch.Tensor) -> Reference:
         detections = self.models["blazeface_short"].detect(clean)
-        nan = clean.new_full((), float("nan"))
-        boxes = torch.stack([d.boxes[0] if len(d) else nan.expand(4) for d in detections])
-        keypoints = torch.stack([d.keypoints[0] if len(d) else nan.expand(6, 2) for d in detections])
+        boxes = first_or_nan(detections, "boxes", (4,), clean)
+        keypoints = first_or_nan(detections, "keypoints", (6, 2), clean)
         ref = Reference(torch.tensor([len(d) > 0 for d in detections], device=clean.device), boxes,
                         roi_from_detection(boxes, keypoints))
         models, count = self.models, clean.shape[0]
@@ -122,8 +122,8 @@ class Objectives:
             ref.rotation = _scatter(rotation, rows, count)
         if "mtcnn" in models:
             found = models["mtcnn"].detect(clean)
-            ref.mtcnn_boxes = torch.stack([f.boxes[0] if len(f) else nan.expand(4) for f in found]).to(clean.device)
-            ref.mtcnn_points = torch.stack([f.points[0] if len(f) else nan.expand(5, 2) for f in found]).to(clean.device)
+            ref.mtcnn_boxes = first_or_nan(found, "boxes", (4,), clean)
+            ref.mtcnn_points = first_or_nan(found, "points", (5, 2), clean)
         if "selfie_segmentation" in models:
             ref.person = models["selfie_segmentation"](clean)
         if "bisenet" in models:

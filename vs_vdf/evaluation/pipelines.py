@@ -27,18 +27,22 @@ def _ffmpeg(*args: str, stdin: bytes | None = None) -> None:
         raise RuntimeError(f"ffmpeg failed: {result.stderr.decode(errors='replace')[-500:]}")
 
 
+def _encode(frames: torch.Tensor, fps, video: Path, *options: str) -> None:
+    """Pipe the frames (rgb24) into the bundled ffmpeg and write ``video`` as H.264 yuv420p with ``options``."""
+    images = to_rgb24(frames)
+    _ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{images.shape[2]}x{images.shape[1]}", "-r", str(fps),
+            "-i", "-", *options, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(video), stdin=images.tobytes())
+
+
 def ernerf(frames: torch.Tensor, fps: Fraction | float = 25, crf: int = 18) -> torch.Tensor:
     """The ER-NeRF lineage's input: the video delivered as H.264 (``crf``, yuv420p), then extracted
     to JPEG frames with ``ffmpeg -qmin 1 -q:v 1`` and read back (N x 3 x H x W in [0, 1])."""
     import cv2
 
     height, width = frames.shape[-2:]
-    images = to_rgb24(frames)
     with tempfile.TemporaryDirectory(prefix="vdf-ernerf-") as folder:
         video = Path(folder) / "delivered.mp4"
-        _ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{images.shape[2]}x{images.shape[1]}",
-                "-r", str(fps), "-i", "-", "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p",
-                str(video), stdin=images.tobytes())
+        _encode(frames, fps, video, "-crf", str(crf))
         _ffmpeg("-i", str(video), "-qmin", "1", "-q:v", "1", str(Path(folder) / "%05d.jpg"))
         paths = sorted(Path(folder).glob("*.jpg"))
         read = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)[:height, :width] for p in paths]
@@ -57,12 +61,9 @@ def _decode(path: Path, like: torch.Tensor) -> torch.Tensor:
 
 def genefacepp(frames: torch.Tensor, fps: Fraction | float = 25) -> torch.Tensor:
     """The GeneFace++ / MimicTalk input: re-encoded to 512 x 512 at 25 fps, H.264 at 2 Mb/s."""
-    images = to_rgb24(frames)
     with tempfile.TemporaryDirectory(prefix="vdf-genefacepp-") as folder:
         video = Path(folder) / "input.mp4"
-        _ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{images.shape[2]}x{images.shape[1]}",
-                "-r", str(fps), "-i", "-", "-vf", "fps=25,scale=512:512", "-c:v", "libx264", "-b:v", "2M",
-                "-pix_fmt", "yuv420p", str(video), stdin=images.tobytes())
+        _encode(frames, fps, video, "-vf", "fps=25,scale=512:512", "-b:v", "2M")
         return _decode(video, frames)
 
 

@@ -43,3 +43,10 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
             overlap = inter / (area(boxes[top:top + 1]) + area(boxes[rest]) - inter + 1e-9)
         order = rest[overlap <= threshold]
     return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
+
+
+def first_or_nan(found: list, attribute: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Per frame, the best (first) face's ``attribute`` from per-frame detection results, NaN where
+    a frame has none: N x ``shape``."""
+    nan = like.new_full(shape, float("nan"))
+    return torch.stack([getattr(f, attribute)[0].to(like) if len(f) else nan for f in found])

@@ -13,6 +13,7 @@ import torch
 
 from . import load
 from .blazeface import Detections
+from .boxes import first_or_nan
 from .facemesh import roi_from_detection
 from .mtcnn import Faces
 
@@ -52,9 +53,8 @@ class Chain:
         if reference is not None:
             boxes, keypoints = reference.boxes, reference.keypoints
         else:
-            nan = frames.new_full((), float("nan"))
-            boxes = torch.stack([d.boxes[0] if len(d) else nan.expand(4) for d in detections])
-            keypoints = torch.stack([d.keypoints[0] if len(d) else nan.expand(6, 2) for d in detections])
+            boxes = first_or_nan(detections, "boxes", (4,), frames)
+            keypoints = first_or_nan(detections, "keypoints", (6, 2), frames)
         result = FaceAnalysis(detections, found, boxes, keypoints)
         usable = ~boxes.isnan().any(-1)
         index = usable.nonzero()[:, 0]
