@@ -22,45 +22,48 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
+from .media import colour
+
 NAME = "vdf.protect"
 SCENE_SIMILARITY = 0.5  # grey-thumbnail SSIM below which two consecutive frames belong to different chunks
-# Colour matrix codes (ITU-T H.273, as in _Matrix and FFmpeg's colorspace) -> zimg names.
-MATRIX_NAMES = {1: "709", 5: "470bg", 6: "170m", 9: "2020ncl", 10: "2020cl"}
 
 
 def _error(message: str) -> vs.Error:
     return vs.Error(f"{NAME}: {message}")
 
 
-def default_matrix(width: int, height: int) -> str:
-    """The colour matrix to assume when the source leaves it unspecified: BT.709 for HD, BT.601 below."""
-    return "709" if width >= 1280 or height >= 720 else "170m"
+class _Colour:
+    """How a YUV clip goes to float RGB and back: one matrix and one range for the whole clip (its first
+    frame's, with the HD/SD fallback for an unspecified matrix), so every output frame has the same range."""
+
+    def __init__(self, clip: vs.VideoNode):
+        props = clip.get_frame(0).props
+        self.matrix = colour.matrix_name(colour.yuv_matrix(props.get("_Matrix"), clip.width, clip.height))
+        self.range = colour.range_name(colour.frame_is_full_range(props))
+
+    def to_rgbs(self, clip: vs.VideoNode) -> vs.VideoNode:
+        return clip.resize.Bicubic(format=vs.RGBS, matrix_in_s=self.matrix, range_in_s=self.range)
+
+    def from_rgbs(self, rgbs: vs.VideoNode, like: vs.VideoNode) -> vs.VideoNode:
+        return rgbs.resize.Bicubic(format=like.format.id, matrix_s=self.matrix, range_s=self.range)
 
 
-def _to_rgbs(clip: vs.VideoNode) -> tuple[vs.VideoNode, str | None]:
-    """Float RGB for the core, and the matrix used (None for RGB input)."""
+def _to_rgbs(clip: vs.VideoNode) -> tuple[vs.VideoNode, _Colour | None]:
+    """Float RGB for the core, and the YUV conversion used (None for RGB input)."""
     family = clip.format.color_family
     if family == vs.RGB:
         return clip.resize.Point(format=vs.RGBS), None
     if family != vs.YUV:
         raise _error(f"needs a colour clip (YUV or RGB), got {clip.format.name}")
-    matrix = clip.get_frame(0).props.get("_Matrix", 2)
-    name = None if matrix not in (2, 3) else default_matrix(clip.width, clip.height)
-    if name:
-        return clip.resize.Bicubic(format=vs.RGBS, matrix_in_s=name), name
-    return clip.resize.Bicubic(format=vs.RGBS), None
+    conversion = _Colour(clip)
+    return conversion.to_rgbs(clip), conversion
 
 
-def _from_rgbs(rgbs: vs.VideoNode, like: vs.VideoNode, matrix: str | None) -> vs.VideoNode:
-    if like.format.color_family == vs.RGB:
-        return rgbs.resize.Point(format=like.format.id, dither_type="none" if like.format.sample_type == vs.FLOAT else "error_diffusion")
-    if matrix:
-        return rgbs.resize.Bicubic(format=like.format.id, matrix_s=matrix)
-    return rgbs.resize.Bicubic(format=like.format.id, matrix_s=_matrix_name(like))
-
-
-def _matrix_name(clip: vs.VideoNode) -> str:
-    return MATRIX_NAMES.get(clip.get_frame(0).props.get("_Matrix", 2), default_matrix(clip.width, clip.height))
+def _from_rgbs(rgbs: vs.VideoNode, like: vs.VideoNode, conversion: _Colour | None) -> vs.VideoNode:
+    if conversion is not None:
+        return conversion.from_rgbs(rgbs, like)
+    dither = "none" if like.format.sample_type == vs.FLOAT else "error_diffusion"
+    return rgbs.resize.Point(format=like.format.id, dither_type=dither)
 
 
 def _validate(clip) -> None:
@@ -138,13 +141,15 @@ class _Windows:
 def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str, ...] | str | None = None,
             epsilon: float | None = None, device: str = "auto", seed: int = 0, method: str = "vdf",
             chunk: int = 24, cache_chunks: int = 3, checkpoint: str | Path | None = None,
-            similarity: float = SCENE_SIMILARITY, max_steps: int | None = None) -> vs.VideoNode:
+            similarity: float = SCENE_SIMILARITY, max_steps: int | None = None,
+            interrupt: threading.Event | None = None) -> vs.VideoNode:
     """Protect ``clip`` against face acquisition; same format, size, length and frame rate.
 
     Frame props on the output: ``VdfChunk`` (first frame of the frame's chunk), ``VdfFace`` (the clean
     frame had a face), ``VdfSteps``, ``VdfSuccess`` (every attacked model disrupted on the engine's
     check), ``VdfSeconds`` (the frame's share of its chunk's compute time) and ``VdfStats`` (JSON with
-    the per-target details).
+    the per-target details). ``interrupt``, an event set from another thread, stops the work within one
+    optimisation step (the frames being computed then raise ``vs.Error``).
     """
     _validate(clip)
     if not 1 <= chunk <= 256:
@@ -156,10 +161,11 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
     from .engine import Protector
 
     try:
-        protector = Protector(preset, targets, epsilon, device, seed, method, checkpoint=checkpoint, max_steps=max_steps)
+        protector = Protector(preset, targets, epsilon, device, seed, method, checkpoint=checkpoint, max_steps=max_steps,
+                              interrupt=interrupt)
     except (ValueError, OSError) as exc:
         raise _error(str(exc)) from exc
-    rgbs, matrix = _to_rgbs(clip)
+    rgbs, conversion = _to_rgbs(clip)
     count = clip.num_frames
     # window_clips[j][n] is frame (n // chunk) * chunk + j: the whole window of n, prefetched by the core.
     window_clips = []
@@ -185,7 +191,7 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         return out
 
     protected = rgbs.std.ModifyFrame([rgbs, *window_clips], run)
-    back = _from_rgbs(protected, clip, matrix)
+    back = _from_rgbs(protected, clip, conversion)
 
     def keep_faceless(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         original, converted = f

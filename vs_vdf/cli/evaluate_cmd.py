@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .paths import check_outputs
+
 PIPELINE_NAMES = ("ernerf", "genefacepp")
 
 
@@ -24,13 +26,6 @@ def _names(value: str, known: tuple[str, ...], option: str) -> tuple[str, ...]:
     return names
 
 
-def _write(path: Path, text: str) -> None:
-    from ..media.writer import atomic_output
-
-    with atomic_output(path) as temporary:
-        temporary.write_text(text)
-
-
 @click.command("evaluate")
 @click.argument("clean", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.argument("protected", type=click.Path(path_type=Path, exists=True, dir_okay=False))
@@ -45,8 +40,9 @@ def _write(path: Path, text: str) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A BiSeNet face-parsing checkpoint to evaluate as well.")
+@click.option("--overwrite", is_flag=True, help="Replace the JSON and HTML reports if they exist.")
 def evaluate_command(clean: Path, protected: Path, json_path: Path | None, html_path: Path | None, pipeline: str,
-                     purify: str, frames: int, device: str, checkpoint: Path | None) -> None:
+                     purify: str, frames: int, device: str, checkpoint: Path | None, overwrite: bool) -> None:
     """Compare PROTECTED with CLEAN on every surrogate, attacker pipeline and purification."""
     import av
     import torch
@@ -59,7 +55,9 @@ def evaluate_command(clean: Path, protected: Path, json_path: Path | None, html_
     from ..evaluation.purify import PURIFIERS
     from ..media.frames import read_frames
     from ..media.probe import MediaError, probe
+    from ..media.writer import write_text_atomically
 
+    check_outputs([clean, protected], {"--json": json_path, "--html": html_path}, overwrite)
     pipelines = _names(pipeline, PIPELINE_NAMES, "--pipeline")
     purifications = _names(purify, tuple(PURIFIERS), "--purify")
     try:
@@ -84,9 +82,9 @@ def evaluate_command(clean: Path, protected: Path, json_path: Path | None, html_
                      "versions": {"vs-vdf": __version__, "torch": torch.__version__, "av": av.__version__,
                                   "vapoursynth": str(vapoursynth.__version__), "python": sys.version.split()[0]}})
     if json_path:
-        _write(json_path, json.dumps(document, indent=1))
+        write_text_atomically(json_path, json.dumps(document, indent=1, allow_nan=False))
     if html_path:
         from ..evaluation.html import render
 
-        _write(html_path, render(document, clean_frames[:count], protected_frames[:count], analyst))
+        write_text_atomically(html_path, render(document, clean_frames[:count], protected_frames[:count], analyst))
     click.echo(document["summary"])

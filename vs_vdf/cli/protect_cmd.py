@@ -1,10 +1,11 @@
-"""`vdf protect INPUT -o OUTPUT`: decode (bestsource), protect (the node), encode (PyAV) with the audio."""
+"""`vdf protect INPUT -o OUTPUT`: decode (bestsource), protect (the node), encode (PyAV) with the other streams."""
 
 from __future__ import annotations
 
 import json
-import os
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import click
 from ..engine.objectives import TARGETS
 from ..engine.presets import PRESETS
 from ..engine.protector import METHODS
-from ..media.writer import CODECS, Encoding
+from ..media.writer import BIT_DEPTHS, CODECS, CONTAINERS, CRF_RANGE
+from .paths import check_outputs
+from .signals import stop_on_signals
+
+PRESET_HELP = ("light: epsilon 6/255, up to 30 steps a frame (the fastest, least visible); "
+               "balanced: 10/255, up to 60 steps (about 36 dB PSNR on the sample clips); "
+               "strong: 0.05, up to 150 steps and a harder check (the slowest; the change can be visible).")
+FRAMES_IN_FLIGHT = 4  # decoded, protected frames waiting for the encoder
 
 
 def _bitrate(value: str | None) -> int | None:
@@ -22,93 +30,107 @@ def _bitrate(value: str | None) -> int | None:
     units = {"k": 1_000, "m": 1_000_000}
     text = value.strip().lower()
     try:
-        return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+        bits = int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
     except (ValueError, IndexError):
         raise click.BadParameter(f"{value!r} is not a bitrate like 2M or 800k", param_hint="--bitrate") from None
-
-
-def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
-    if output.exists() and output.is_dir():
-        raise click.ClickException(f"{output} is a folder; give a file name for the output")
-    same = output.resolve() == source.resolve() or (output.exists() and os.path.samefile(output, source))
-    if same:
-        raise click.ClickException(f"{output} is the input file; vdf never writes over its input")
-    if output.exists() and not overwrite:
-        raise click.ClickException(f"{output} exists; pass --overwrite to replace it")
-    folder = output.parent
-    if not folder.is_dir():
-        raise click.ClickException(f"cannot write {output}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise click.ClickException(f"cannot write {output}: no write permission in {folder}")
+    if bits <= 0:
+        raise click.BadParameter(f"{value!r}: a bitrate must be positive", param_hint="--bitrate")
+    return bits
 
 
 @click.command("protect")
 @click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The protected video to write.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="balanced", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help=f"The protected video to write ({', '.join(CONTAINERS)}).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="balanced", show_default=True, help=PRESET_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--method", type=click.Choice(METHODS), default="vdf", show_default=True)
 @click.option("--targets", help=f"Comma-separated models to attack (default: all but the transfer checks). "
                                 f"Known: {', '.join(TARGETS)}.")
-@click.option("--epsilon", type=float, help="L-infinity bound in [0, 1] units (default: the preset's).")
+@click.option("--epsilon", type=click.FloatRange(0, 0.25, min_open=True),
+              help="L-infinity bound in (0, 0.25], pixel values being 0..1 (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--chunk", type=int, default=24, show_default=True, help="Lookahead window in frames.")
-@click.option("--max-steps", type=int, help="Optimisation steps per frame at most (default: the preset's).")
+@click.option("--chunk", type=click.IntRange(1, 256), default=24, show_default=True, help="Lookahead window in frames.")
+@click.option("--max-steps", type=click.IntRange(min=0), help="Optimisation steps per frame at most (default: the preset's).")
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A BiSeNet face-parsing checkpoint (79999_iter.pth) to attack as well.")
 @click.option("--codec", type=click.Choice(CODECS), default="libx264", show_default=True)
-@click.option("--crf", type=float, default=18, show_default=True, help="Constant rate factor of the lossy encode.")
+@click.option("--crf", type=click.FloatRange(*CRF_RANGE), default=18, show_default=True,
+              help="Constant rate factor of the lossy encode.")
 @click.option("--bitrate", help="Target bitrate instead of a CRF, e.g. 2M.")
 @click.option("--lossless", is_flag=True, help="Lossless 4:4:4 output instead of the lossy default.")
+@click.option("--bit-depth", type=click.Choice([str(d) for d in BIT_DEPTHS]), default="8", show_default=True,
+              help="Bits per sample of the output (10 keeps a 10-bit source's depth).")
 @click.option("--frames", "limit", type=click.IntRange(min=1), help="Only the first N frames (and the audio under them).")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT and the report if they exist.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write per-frame statistics and the options as JSON.")
 def protect_command(source: Path, output: Path, preset: str, device: str, method: str, targets: str | None,
-                    epsilon: float | None, seed: int, chunk: int, max_steps: int | None, checkpoint: Path | None, codec: str, crf: float,
-                    bitrate: str | None, lossless: bool, limit: int | None, overwrite: bool, report: Path | None) -> None:
-    """Protect the faces in INPUT and write OUTPUT (H.264 yuv420p CRF 18 unless told otherwise)."""
+                    epsilon: float | None, seed: int, chunk: int, max_steps: int | None, checkpoint: Path | None,
+                    codec: str, crf: float, bitrate: str | None, lossless: bool, bit_depth: str, limit: int | None,
+                    overwrite: bool, report: Path | None) -> None:
+    """Protect the faces in INPUT and write OUTPUT (H.264 yuv420p CRF 18 unless told otherwise).
+
+    Nothing is written over INPUT, and OUTPUT and the report appear only when complete.
+    """
     from ..engine.protector import resolve_device
     from ..media.probe import MediaError, probe
+    from ..media.writer import Encoding, container_for, write_text_atomically
 
-    encoding = Encoding(codec, crf, _bitrate(bitrate), lossless)
     try:
-        resolve_device(device)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
+        encoding = Encoding(codec, crf, _bitrate(bitrate), lossless, bit_depth=int(bit_depth))
+        container = container_for(output)
+        resolved = resolve_device(device)
         info = probe(source)
-    except MediaError as exc:
+    except (MediaError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    _check_paths(source, output, overwrite)
+    check_outputs([source], {"-o/--output": output, "--report": report}, overwrite)
     options = {"preset": preset, "device": device, "method": method, "targets": targets, "epsilon": epsilon,
                "seed": seed, "chunk": chunk, "max_steps": max_steps, "checkpoint": str(checkpoint) if checkpoint else None}
-    frames, timing = _run(info, output, options, encoding, limit)
-    faces = sum(f["face"] for f in frames)
-    if faces == 0:
-        click.echo("warning: no face found in any frame; the frames were passed through unchanged", err=True)
-    if report is not None:
-        targets = sorted({t for f in frames for t in f["success"]})
-        summary = {"frames": len(frames), "frames_with_face": faces,
-                   "steps_per_face_frame": sum(f["steps"] for f in frames) / max(faces, 1),
-                   "all_targets_disrupted_fraction": sum(f["disrupted"] for f in frames) / max(faces, 1),
-                   "disrupted_fraction": {t: sum(f["success"].get(t, False) for f in frames) / max(faces, 1)
-                                          for t in targets}}
-        document = {"input": str(source), "output": str(output), "options": options,
-                    "encoding": vars(encoding), "summary": summary, "timing": timing, "frames": frames}
-        report.write_text(json.dumps(document, indent=1))
+    announce_cpu = device == "auto" and resolved.type == "cpu"
+    with stop_on_signals() as stop:
+        frames, timing = _run(info, output, container, options, encoding, limit, stop, announce_cpu)
+        summary = _summary(frames)
+        click.echo(_summary_line(summary), err=True)
+        if summary["frames_with_face"] == 0:
+            click.echo("warning: no face found in any frame; the frames were passed through unchanged", err=True)
+        elif summary["all_targets_disrupted_fraction"] < 0.5:
+            click.echo("warning: the engine's check found the protection incomplete on most face frames; "
+                       "a stronger preset or more --max-steps protects more", err=True)
+        if report is not None:
+            document = {"input": str(source), "output": str(output), "options": options,
+                        "encoding": vars(encoding), "summary": summary, "timing": timing, "frames": frames}
+            write_text_atomically(report, json.dumps(document, indent=1))
     click.echo(f"protected video: {output}")
 
 
-def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | None) -> tuple[list[dict], dict]:
+def _summary(frames: list[dict]) -> dict:
+    faces = sum(f["face"] for f in frames)
+    targets = sorted({t for f in frames for t in f["success"]})
+    return {"frames": len(frames), "frames_with_face": faces,
+            "steps_per_face_frame": sum(f["steps"] for f in frames) / max(faces, 1),
+            "all_targets_disrupted_fraction": sum(f["disrupted"] for f in frames) / max(faces, 1),
+            "disrupted_count": {t: sum(f["success"].get(t, False) for f in frames) for t in targets},
+            "disrupted_fraction": {t: sum(f["success"].get(t, False) for f in frames) / max(faces, 1) for t in targets}}
+
+
+def _summary_line(summary: dict) -> str:
+    """What the engine's own check found, e.g. 'facemesh disrupted on 46/48 face frames, headpose on 48/48'."""
+    faces, counts = summary["frames_with_face"], summary["disrupted_count"]
+    parts = [f"{name} on {count}/{faces}" for name, count in counts.items()]
+    found = f"disrupted {', '.join(parts)} face frames" if parts else "nothing to disrupt"
+    return f"engine check: {found}; {summary['frames'] - faces} frames without a face"
+
+
+def _run(info, output: Path, container: str, options: dict, encoding, limit: int | None, stop: threading.Event,
+         announce_cpu: bool) -> tuple[list[dict], dict]:
     """Decode, protect and encode; returns the per-frame records and where the time went (seconds)."""
-    import numpy as np
     import vapoursynth as vs
     from tqdm import tqdm
 
     from ..media.probe import MediaError
     from ..media.source import open_clip
-    from ..media.writer import VideoWriter, atomic_output
-    from ..node import MATRIX_NAMES, default_matrix, protect
+    from ..media.writer import VideoWriter, atomic_output, plan_output
+    from ..node import protect
 
     try:
         clip = open_clip(info)
@@ -118,53 +140,120 @@ def _run(info, output: Path, options: dict, encoding: Encoding, limit: int | Non
     frame_mb = clip.width * clip.height * 3 * 4 / 2 ** 20
     vs.core.max_cache_size = int(64 + options["chunk"] * frame_mb)
     if clip.num_frames != info.frame_count:
-        raise click.ClickException(f"{info.path}: {clip.num_frames} frames decoded but {info.frame_count} in the "
-                                   "stream; the input looks damaged")
+        raise click.ClickException(f"{info.path}: {clip.num_frames} frames decoded but {info.frame_count} shown by "
+                                   "the stream; the input looks damaged")
+    audio_end = None
     if limit is not None and limit < clip.num_frames:
         clip = clip[:limit]  # before protecting, so no chunk reaches past the frames written
+        audio_end = _end_of_frame(info, limit - 1)
         info.timestamps = info.timestamps[:limit]
+    picture = plan_output(info, clip.width, clip.height, clip.get_frame(0).props, clip.format.color_family == vs.RGB,
+                          encoding)
+    for notice in picture.notices:
+        click.echo(f"note: {notice}", err=True)
     try:
-        protected = protect(clip, **options)
+        protected = protect(clip, **options, interrupt=stop)
     except vs.Error as exc:
         raise click.ClickException(str(exc)) from exc
-    matrix = MATRIX_NAMES.get(info.color["colorspace"], default_matrix(clip.width, clip.height))
-    target = vs.YUV444P8 if encoding.lossless else vs.YUV420P8
-    if protected.format.id == target:
-        encoded = protected
-    else:  # the input's own matrix, also when its frames leave it unspecified
-        source_matrix = {"matrix_in_s": matrix} if protected.format.color_family == vs.YUV else {}
-        encoded = protected.resize.Bicubic(format=target, matrix_s=matrix, **source_matrix)
+    encoded = _to_picture(protected, picture)
     frames: list[dict] = []
     started = time.perf_counter()
     waiting = encoding_time = protecting = 0.0
     with atomic_output(output) as temporary:
-        writer = VideoWriter(temporary, info, encoding)
+        writer = VideoWriter(temporary, container, info, encoding, picture, audio_end,
+                             warn=lambda message: click.echo(f"warning: {message}", err=True))
         try:
             with tqdm(total=encoded.num_frames, unit="frame", file=sys.stderr, desc="protect", dynamic_ncols=True) as bar:
                 asked = time.perf_counter()
-                for frame in encoded.frames(close=True):
+                for planes, props in _frames_in_background(encoded, stop):
                     got = time.perf_counter()
                     waiting += got - asked
-                    writer.write([np.asarray(frame[p]) for p in range(3)])
+                    writer.write(planes)
                     asked = time.perf_counter()
                     encoding_time += asked - got
-                    props = frame.props
                     protecting += float(props["VdfSeconds"])
+                    if announce_cpu and not frames:
+                        bar.write(f"no CUDA GPU found: running on the CPU, about {props['VdfSeconds']:.1f} s per "
+                                  f"frame at {clip.width}x{clip.height} (measured on the first chunk)", file=sys.stderr)
                     frames.append({"frame": len(frames), "face": bool(props["VdfFace"]),
                                    "disrupted": bool(props["VdfSuccess"]), **json.loads(props["VdfStats"])})
                     bar.update()
+            closing = time.perf_counter()
+            writer.close()
+            encoding_time += time.perf_counter() - closing
         except vs.Error as exc:
             writer.abort()
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # disk full, the folder gone, ...: one line, and the partial file removed
+            writer.abort()
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
         except BaseException:
             writer.abort()
             raise
-        closing = time.perf_counter()
-        writer.close()
-        encoding_time += time.perf_counter() - closing
     seconds = time.perf_counter() - started
     click.echo(f"{len(frames)} frames in {seconds:.1f} s ({len(frames) / seconds:.2f} fps)", err=True)
     timing = {"total": seconds, "fps": len(frames) / seconds, "protect": protecting,
               "decode_and_convert": max(waiting - protecting, 0.0), "encode": encoding_time}
     return frames, timing
 
+
+def _end_of_frame(info, index: int):
+    """When frame ``index`` stops being shown, in seconds: the next frame's start, or one average frame later."""
+    if index + 1 < info.frame_count:
+        return info.timestamps[index + 1] * info.time_base
+    return info.timestamps[index] * info.time_base + 1 / info.average_rate
+
+
+def _to_picture(protected, picture):
+    """The protected clip in the output's pixel format, matrix and range."""
+    import vapoursynth as vs
+
+    from ..media.colour import matrix_name, range_name
+
+    subsampling = 0 if picture.chroma_444 else 1
+    target = vs.core.query_video_format(vs.YUV, vs.INTEGER, picture.bit_depth, subsampling, subsampling)
+    conversion = {"matrix_s": matrix_name(picture.matrix), "range_s": range_name(picture.full_range)}
+    if protected.format.color_family == vs.YUV:  # read with the same matrix, also when the frames leave it unspecified
+        conversion |= {"matrix_in_s": conversion["matrix_s"], "range_in_s": conversion["range_s"]}
+    return protected.resize.Bicubic(format=target.id, **conversion)
+
+
+def _frames_in_background(clip, stop: threading.Event):
+    """(planes, props) of each frame in order, rendered by a helper thread so that the main thread stays free to
+    handle signals at once; at most FRAMES_IN_FLIGHT frames wait."""
+    import numpy as np
+
+    ready: queue.Queue = queue.Queue(FRAMES_IN_FLIGHT)
+    done = object()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def render() -> None:
+        try:
+            for frame in clip.frames(close=True):
+                put(([np.array(frame[p]) for p in range(3)], dict(frame.props)))
+                if stop.is_set():
+                    return
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            put(exc)
+
+    worker = threading.Thread(target=render, name="vdf-frames", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # whatever ended the loop, the helper stops too
+        worker.join(timeout=30)

@@ -6,6 +6,6 @@ protects one chunk of consecutive frames; ``metrics`` holds the shared definitio
 
 from .objectives import DEFAULT_TARGETS, TARGETS
 from .presets import PRESETS
-from .protector import METHODS, FrameStats, Protector, resolve_device
+from .protector import METHODS, FrameStats, Interrupted, Protector, resolve_device
 
-__all__ = ["DEFAULT_TARGETS", "METHODS", "PRESETS", "TARGETS", "FrameStats", "Protector", "resolve_device"]
+__all__ = ["DEFAULT_TARGETS", "METHODS", "PRESETS", "TARGETS", "FrameStats", "Interrupted", "Protector", "resolve_device"]

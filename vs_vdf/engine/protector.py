@@ -14,12 +14,14 @@ Frames whose clean version has no detectable face are returned unchanged.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..errors import VdfError
 from . import presets
 from .budget import budget as perceptual_budget
 from .metrics import grey_ssim
@@ -39,6 +41,10 @@ REFERENCE_LR = 1e-2
 REFERENCE_SHARE = 0.8
 REFERENCE_FIDELITY = 0.5
 REFERENCE_PARSED = 0.8  # success: this fraction of the clean face pixels parsed as background
+
+
+class Interrupted(VdfError):
+    """The caller's interrupt event was set: the chunk was abandoned between two steps."""
 
 
 @dataclass
@@ -79,17 +85,21 @@ class Protector:
 
     def __init__(self, preset: str = "balanced", targets: tuple[str, ...] | None = None, epsilon: float | None = None,
                  device: str | torch.device = "cpu", seed: int = 0, method: str = "vdf", *,
-                 checkpoint: Path | str | None = None, joint: bool = False, max_steps: int | None = None):
+                 checkpoint: Path | str | None = None, joint: bool = False, max_steps: int | None = None,
+                 interrupt: threading.Event | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         self.preset = presets.get(preset)
         self.method, self.seed, self.joint = method, seed, joint
+        self.interrupt = interrupt  # set by another thread (a signal handler) to stop within one step
         self.device = resolve_device(device)
         reference = method == "vdf-reference"
         self.epsilon = epsilon if epsilon is not None else (REFERENCE_EPSILON if reference else self.preset.epsilon)
         if not 0 < self.epsilon <= 0.25:
             raise ValueError(f"epsilon {self.epsilon} is outside (0, 0.25]")
         self.max_steps = max_steps if max_steps is not None else (REFERENCE_STEPS if reference else self.preset.max_steps)
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps must be 0 or more, got {self.max_steps}")
         if targets is None:
             targets = DEFAULT_TARGETS + (("bisenet",) if checkpoint is not None else ())
         self.objectives = Objectives(tuple(targets), self.device, checkpoint)
@@ -179,6 +189,7 @@ class Protector:
         others = tuple(t for t in self.targets if t not in self.required)
         losses: dict[str, float] = {}
         for step in range(self.max_steps + 1):
+            self._stop_if_interrupted()
             if step % check_every == 0 or step == self.max_steps:
                 with torch.no_grad():
                     if self._passes(params(clean, budget), ref) or step == self.max_steps:
@@ -200,6 +211,10 @@ class Protector:
             optimiser.step()
             losses |= {name: float(value.detach().mean()) for name, value in per_target.items()}
         return self.max_steps, losses
+
+    def _stop_if_interrupted(self) -> None:
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise Interrupted("interrupted")
 
     def _reference_losses(self, protected: torch.Tensor, ref: Reference) -> dict[str, torch.Tensor]:
         """The release's multi-scale loss: every scale on every step, weighted."""

@@ -24,7 +24,8 @@ def _fidelity(clean: torch.Tensor, test: torch.Tensor) -> dict:
     psnr = metrics.psnr(test, clean)
     ssim = metrics.ssim(test, clean)
     finite = psnr[psnr.isfinite()]
-    return {"psnr_db": float(finite.mean()) if finite.numel() else math.inf, "ssim": float(ssim.mean()),
+    # JSON has no infinity: identical frames (infinite PSNR) are left out of the mean, and all identical is null.
+    return {"psnr_db": float(finite.mean()) if finite.numel() else None, "ssim": float(ssim.mean()),
             "per_frame": {"psnr_db": [round(float(v), 3) for v in psnr], "ssim": [round(float(v), 5) for v in ssim]}}
 
 
@@ -65,13 +66,26 @@ def evaluate(clean: torch.Tensor, protected: torch.Tensor, fps: Fraction, *, ana
         document["purification"][name] = {"fidelity": _fidelity(clean, purified), "models": summary,
                                           "retention": retention, "per_frame": _per_frame(after)}
     document["summary"] = one_line(document)
-    return document
+    return json_safe(document)
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None, so the document is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def one_line(document: dict) -> str:
     """The console summary: fidelity, then the headline disruption figures."""
     models = document["models"]
-    parts = [f"PSNR {document['fidelity']['psnr_db']:.1f} dB, SSIM {document['fidelity']['ssim']:.3f}"]
+    psnr = document["fidelity"]["psnr_db"]
+    parts = [f"PSNR {psnr:.1f} dB" if psnr is not None and math.isfinite(psnr) else "PSNR infinite (identical frames)",
+             f"SSIM {document['fidelity']['ssim']:.3f}"]
     for name, label in (("facemesh", "FaceMesh disrupted"), ("headpose", "pose disrupted"),
                         ("blazeface_short", "BlazeFace misses")):
         if name in models:

@@ -61,7 +61,8 @@ def _curves(document: dict) -> str:
         if values:
             axis.plot([np.nan if v is None else v for v in values], color="black", linewidth=2, label="protected")
         axis.set_ylabel(label)
-    axes[3].plot(document["fidelity"]["per_frame"]["psnr_db"], color="black", linewidth=2)
+    axes[3].plot([np.nan if v is None else v for v in document["fidelity"]["per_frame"]["psnr_db"]], color="black",
+                 linewidth=2)
     axes[3].set_ylabel("PSNR (dB)")
     axes[3].set_xlabel("frame")
     axes[0].legend(fontsize=7, ncol=4)

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from ..errors import VdfError
 
-class MediaError(Exception):
+
+class MediaError(VdfError):
     """The input cannot be used; the message says why."""
+
+
+def check_name(path: Path) -> None:
+    """FFmpeg and VapourSynth take file names as UTF-8; a name that is not cannot be opened by them."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise MediaError(f"{shown}: the file name is not valid UTF-8; rename the file (or the folder) first") from None
 
 
 @dataclass
 class VideoInfo:
     path: Path
-    width: int
+    width: int  # as stored; the decoded frames are turned upright (see ``rotation``)
     height: int
     time_base: Fraction
     average_rate: Fraction
-    timestamps: list[int]  # presentation timestamps of the video frames, in time_base units, in order
+    timestamps: list[int]  # presentation timestamps of the frames a player shows, in time_base units, in order
     color: dict[str, int]  # color_range, colorspace, color_primaries, color_trc of the video stream
     audio_streams: int
+    pixel_format: str = "yuv420p"
+    bit_depth: int = 8
+    has_alpha: bool = False
+    rotation: int = 0  # degrees the display matrix turns the stored frames (0, 90, 180 or 270)
 
     @property
     def frame_count(self) -> int:
@@ -28,9 +44,10 @@ class VideoInfo:
 
 
 def probe(path: Path) -> VideoInfo:
-    """Stream facts and every frame's timestamp (demuxing only, no decoding)."""
+    """Stream facts and every shown frame's timestamp (demuxing, plus one decoded frame for its rotation)."""
     import av
 
+    check_name(path)
     if not path.exists():
         raise MediaError(f"{path}: no such file")
     if not path.is_file():
@@ -46,9 +63,19 @@ def probe(path: Path) -> VideoInfo:
             raise MediaError(f"{path}: has no video stream")
         stream = container.streams.video[0]
         context = stream.codec_context
-        timestamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+        # Packets flagged discard (the pre-roll of a stream-copied cut) are decoded but never shown.
+        timestamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size and not p.is_discard)
         if not timestamps:
             raise MediaError(f"{path}: the video stream has no frames")
+        container.seek(0)
+        try:
+            rotation = int(next(container.decode(stream)).rotation) % 360
+        except (StopIteration, av.FFmpegError):
+            rotation = 0
         color = {name: int(getattr(context, name)) for name in ("color_range", "colorspace", "color_primaries", "color_trc")}
+        pixel_format = context.pix_fmt or "yuv420p"
+        described = av.VideoFormat(pixel_format)
         return VideoInfo(path, context.width, context.height, stream.time_base, stream.average_rate or Fraction(25),
-                         timestamps, color, len(container.streams.audio))
+                         timestamps, color, len(container.streams.audio), pixel_format,
+                         max(c.bits for c in described.components),
+                         any(c.is_alpha for c in described.components), round(rotation / 90) * 90 % 360)

@@ -144,16 +144,19 @@ class BiSeNet(nn.Module):
 def load_checkpoint(path: Path | str | None) -> BiSeNet:
     """A frozen BiSeNet from a user-supplied checkpoint in the original layout."""
     if path is None:
-        raise CheckpointError("bisenet needs a checkpoint: pass checkpoint=PATH to the face-parsing weights "
-                              "(79999_iter.pth, the file face-parsing tools download); it cannot be fetched here")
+        raise CheckpointError("bisenet needs its face-parsing weights (79999_iter.pth, the file face-parsing tools "
+                              "download), which cannot be fetched here: pass --checkpoint PATH on the command line, "
+                              "checkpoint=PATH in Python")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"bisenet checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, refused globals: all mean "not plain weights"
-        raise CheckpointError(f"{path} is not a plain-weights PyTorch checkpoint ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from exc
+        # PyTorch's own message suggests loading with weights_only=False, which would run the file's code: not
+        # advice to pass on for a file of unknown origin.
+        raise CheckpointError(f"{path} is not a plain-weights PyTorch checkpoint ({exc.__class__.__name__}); it was "
+                              "refused without running anything in it") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

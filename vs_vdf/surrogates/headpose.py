@@ -113,6 +113,12 @@ class HeadPose(torch.nn.Module):
 
 
 def angular_error_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle of the relative rotation between two batches of rotation matrices."""
-    cos = ((a.transpose(1, 2) @ b).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
-    return torch.rad2deg(torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7)))
+    """Angle of the relative rotation between two batches of rotation matrices.
+
+    atan2 of the rotation's sine (from its antisymmetric part) and cosine (from its trace) stays exact near 0,
+    where acos of a cosine rounded to float32 would report a few hundredths of a degree for equal rotations."""
+    relative = a.transpose(1, 2) @ b
+    cos = (relative.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    skew = relative - relative.transpose(1, 2)
+    sin = torch.stack((skew[:, 2, 1], skew[:, 0, 2], skew[:, 1, 0]), -1).norm(dim=-1) / 2
+    return torch.rad2deg(torch.atan2(sin, cos))
