@@ -69,8 +69,13 @@ def test_cli_writes_the_design_keys_and_an_offline_html(clips, tmp_path):
                                        "--purify", "jpeg_75,resize_0.5", "--pipeline", "none", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1].startswith("PSNR")
-    document = json.loads(out_json.read_text())
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    document = json.loads(out_json.read_text(), parse_constant=refuse)  # strict: no Infinity or NaN
     assert {"psnr_db", "ssim"} <= set(document["fidelity"])
+    assert document["fidelity"]["psnr_db"] is None  # the clip against itself: identical frames
+    assert document["models"]["headpose"]["pose_error_deg_mean"] == 0
     models = document["models"]
     for detector in ("blazeface_short", "blazeface_full", "mtcnn"):
         assert {"detection_rate_clean", "detection_rate_protected", "disrupted_fraction"} <= set(models[detector])

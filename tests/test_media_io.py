@@ -96,6 +96,10 @@ def stream_facts(path: Path) -> list[tuple]:
                 for s in container.streams]
 
 
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
 def leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if ".partial" in p.name]
 
@@ -113,12 +117,12 @@ def test_protect_refuses_report_paths_that_would_destroy_a_file(case, media, tmp
         report = output
     else:
         report.write_text("keep me")
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = contents(tmp_path)
     result = protect(source, output, "--report", str(report))
     assert result.exit_code != 0
     assert {"report_is_input": "is the input file", "report_is_output": "name the same file",
             "report_exists": "pass --overwrite"}[case] in result.output
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert contents(tmp_path) == before
 
 
 def test_protect_replaces_an_existing_report_only_with_overwrite(media, tmp_path):
@@ -132,8 +136,8 @@ def test_protect_replaces_an_existing_report_only_with_overwrite(media, tmp_path
 @pytest.mark.parametrize("which", ["json_is_clean", "html_is_protected", "json_is_html", "json_exists"])
 def test_evaluate_refuses_report_paths_that_would_destroy_a_file(which, media, tmp_path):
     clean, protected = tmp_path / "clean.mp4", tmp_path / "protected.mp4"
-    clean.write_bytes(media["full.mp4"].read_bytes())
-    protected.write_bytes(media["full.mp4"].read_bytes())
+    for video in (clean, protected):
+        video.write_bytes(media["full.mp4"].read_bytes())
     json_path, html_path = tmp_path / "r.json", tmp_path / "r.html"
     if which == "json_is_clean":
         json_path = clean
@@ -143,12 +147,12 @@ def test_evaluate_refuses_report_paths_that_would_destroy_a_file(which, media, t
         html_path = json_path
     else:
         json_path.write_text("keep me")
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = contents(tmp_path)
     result = CliRunner().invoke(main, ["evaluate", str(clean), str(protected), "--json", str(json_path),
                                        "--html", str(html_path), "--frames", "1", "--pipeline", "none",
                                        "--purify", "none", "--device", "cpu"])
     assert result.exit_code != 0
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert contents(tmp_path) == before
 
 
 # -- 2. and 7. timestamps: variable frame rate, a non-zero start, a stream-copied cut ------------------
@@ -235,24 +239,18 @@ def test_the_node_keeps_one_colour_range_for_face_and_faceless_frames(tmp_path):
 
 # -- 5. odd sizes, 10 bits, alpha ---------------------------------------------------------------------
 
-def test_odd_sized_444_keeps_every_pixel(media, tmp_path):
+@pytest.mark.parametrize("name, notice, picture", [
+    ("odd444.mp4", "writing 4:4:4", (321, 257, "yuv444p")),  # keeps every pixel
+    ("odd420.mkv", "crops the odd-sized 4:2:0 frames from 321x257 to 320x256", (320, 256, "yuv420p")),
+])
+def test_odd_frame_sizes_are_written_with_a_notice(name, notice, picture, media, tmp_path):
     output = tmp_path / "out.mp4"
-    result = protect(media["odd444.mp4"], output)
+    result = protect(media[name], output)
     assert result.exit_code == 0, result.output
-    assert "writing 4:4:4" in result.output
+    assert notice in result.output
     with av.open(str(output)) as container:
         context = container.streams.video[0].codec_context
-        assert (context.width, context.height, context.pix_fmt) == (321, 257, "yuv444p")
-
-
-def test_odd_sized_420_is_cropped_with_a_notice(media, tmp_path):
-    output = tmp_path / "out.mp4"
-    result = protect(media["odd420.mkv"], output)
-    assert result.exit_code == 0, result.output
-    assert "crops the odd-sized 4:2:0 frames from 321x257 to 320x256" in result.output
-    with av.open(str(output)) as container:
-        context = container.streams.video[0].codec_context
-        assert (context.width, context.height, context.pix_fmt) == (320, 256, "yuv420p")
+        assert (context.width, context.height, context.pix_fmt) == picture
 
 
 def test_ten_bit_sources_warn_and_can_stay_ten_bit(media, tmp_path):

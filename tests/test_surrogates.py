@@ -216,5 +216,6 @@ class _Payload:
 def test_bisenet_refuses_a_checkpoint_that_would_run_code(tmp_path):
     hostile = tmp_path / "hostile.pth"
     torch.save({"payload": _Payload()}, hostile)
-    with pytest.raises(bisenet.CheckpointError, match="not a plain-weights"):
+    with pytest.raises(bisenet.CheckpointError, match="not a plain-weights") as refused:
         surrogates.load("bisenet", checkpoint=hostile)
+    assert "weights_only=False" not in str(refused.value)  # never advise the unsafe way to load it
