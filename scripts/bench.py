@@ -54,7 +54,7 @@ def compare_methods(args, device: torch.device) -> dict:
     analyst = Analyst(models=("facemesh", "headpose"), device=device)
     results = {}
     for method in args.methods.split(","):
-        protector = Protector(args.preset, tuple(args.targets.split(",")), device=device, method=method,
+        protector = Protector(args.preset, targets=tuple(args.targets.split(",")), device=device, method=method,
                               max_steps=args.reference_steps if method == "vdf-reference" else None)
         if device.type == "cuda":
             torch.cuda.synchronize()

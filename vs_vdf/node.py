@@ -161,8 +161,8 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
     from .engine import Protector
 
     try:
-        protector = Protector(preset, targets, epsilon, device, seed, method, checkpoint=checkpoint, max_steps=max_steps,
-                              interrupt=interrupt)
+        protector = Protector(preset, targets=targets, epsilon=epsilon, device=device, seed=seed, method=method,
+                              checkpoint=checkpoint, max_steps=max_steps, interrupt=interrupt)
     except (ValueError, OSError) as exc:
         raise _error(str(exc)) from exc
     rgbs, conversion = _to_rgbs(clip)

@@ -44,7 +44,7 @@ def _bitrate(value: str | None) -> int | None:
               help=f"The protected video to write ({', '.join(CONTAINERS)}).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="balanced", show_default=True, help=PRESET_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--method", type=click.Choice(METHODS), default="vdf", show_default=True)
+@click.option("--method", type=click.Choice(list(METHODS)), default="vdf", show_default=True)
 @click.option("--targets", help=f"Comma-separated models to attack (default: all but the transfer checks). "
                                 f"Known: {', '.join(TARGETS)}.")
 @click.option("--epsilon", type=click.FloatRange(0, 0.25, min_open=True),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .. import surrogates
 from ..surrogates.boxes import first_or_nan
-from ..surrogates.facemesh import roi_from_detection
+from ..surrogates.chain import acquire, scatter_rows
 from . import metrics
 
 TARGETS = ("blazeface_short", "blazeface_full", "mtcnn", "facemesh", "headpose", "faceapi68",
@@ -70,13 +70,6 @@ def _hinge(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return F.softplus(top - (_logit(torch.tensor(threshold)) - DETECTION_MARGIN)).mean(1)
 
 
-def _scatter(values: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:
-    """Rows of ``values`` placed at ``rows`` of a NaN tensor with ``count`` rows."""
-    full = values.new_full((count, *values.shape[1:]), float("nan"))
-    full[rows] = values
-    return full
-
-
 def _capped(value: torch.Tensor, cap: float, unit: float) -> torch.Tensor:
     return -value.clamp(max=cap) / unit
 
@@ -102,24 +95,15 @@ class Objectives:
 
     @torch.no_grad()
     def reference(self, clean: torch.Tensor) -> Reference:
-        detections = self.models["blazeface_short"].detect(clean)
-        boxes = first_or_nan(detections, "boxes", (4,), clean)
-        keypoints = first_or_nan(detections, "keypoints", (6, 2), clean)
-        ref = Reference(torch.tensor([len(d) > 0 for d in detections], device=clean.device), boxes,
-                        roi_from_detection(boxes, keypoints))
-        models, count = self.models, clean.shape[0]
-        rows = ref.face.nonzero()[:, 0]
+        models = self.models
+        face = acquire(models, clean, meshes=tuple(name for name in MESHES if name in models))
+        ref = Reference(face.found, face.boxes, face.rois, dict(face.landmarks), face.pose.get("rotation"))
+        rows, count = face.rows, clean.shape[0]
         if rows.numel() == 0:
             return ref
-        for name in MESHES:
-            if name in models:
-                ref.landmarks[name] = _scatter(models[name](clean, ref.rois[rows], rows)[0], rows, count)
         for name in IBUG68:
             if name in models:
-                ref.landmarks[name] = _scatter(models[name](clean, boxes[rows], rows), rows, count)
-        if "headpose" in models:
-            rotation = models["headpose"](ref.landmarks["facemesh"][rows])["rotation"]
-            ref.rotation = _scatter(rotation, rows, count)
+                ref.landmarks[name] = scatter_rows(models[name](clean, face.boxes[rows], rows), rows, count)
         if "mtcnn" in models:
             found = models["mtcnn"].detect(clean)
             ref.mtcnn_boxes = first_or_nan(found, "boxes", (4,), clean)
@@ -203,14 +187,14 @@ class Objectives:
             if name in names or (name == "facemesh" and "headpose" in names):
                 landmarks, _ = models[name](frames, ref.rois[rows], rows)
             if name in names:
-                out[name] = _scatter(metrics.nme(landmarks, ref.landmarks[name][rows], metrics.FACEMESH_EYES), rows, count)
+                out[name] = scatter_rows(metrics.nme(landmarks, ref.landmarks[name][rows], metrics.FACEMESH_EYES), rows, count)
             if name == "facemesh" and "headpose" in names:
                 error = metrics.pose_error_degrees(models["headpose"](landmarks)["rotation"], ref.rotation[rows])
-                out["headpose"] = _scatter(error, rows, count)
+                out["headpose"] = scatter_rows(error, rows, count)
         for name in IBUG68 if rows.numel() else ():
             if name in names:
                 shift = metrics.nme(models[name](frames, ref.boxes[rows], rows), ref.landmarks[name][rows], metrics.IBUG_EYES)
-                out[name] = _scatter(shift, rows, count)
+                out[name] = scatter_rows(shift, rows, count)
         if "mtcnn" in names:
             out["mtcnn"] = torch.tensor([float(len(f)) for f in models["mtcnn"].detect(frames)])
         if "selfie_segmentation" in names:

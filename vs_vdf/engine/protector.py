@@ -1,15 +1,10 @@
 """The optimisation loop: protect one chunk of consecutive frames.
 
-Methods:
-- ``vdf`` (default): dual-domain parameters, perceptual budget, robustness transforms sampled per
-  step, and similarity-guided sharing: each frame starts from the previous frame's optimised
-  parameters scaled by their similarity plus a little noise, and a frame whose inherited
-  perturbation already passes the check takes no steps at all. ``joint=True`` instead optimises the
-  chunk's face frames together (one shared frequency set plus per-frame residuals), which suits GPUs.
-- ``per-frame``: the same objectives, budget and robustness, every frame from scratch: the baseline.
-- ``vdf-reference``: the released algorithm (threat-model.md section 3) applied to the chosen targets.
-
-Frames whose clean version has no detectable face are returned unchanged.
+What a method does differently (settings, the loss of a step, when a frame is done) lives in
+``methods.py``; this loop only runs it: the clean analysis, then each face frame optimised (starting
+from its predecessor's parameters where the method inherits, or the whole chunk together with
+``joint=True``), then a final check of every target. Frames whose clean version has no detectable face
+are returned unchanged.
 """
 
 from __future__ import annotations
@@ -23,24 +18,11 @@ import torch
 
 from ..errors import VdfError
 from . import presets
-from .budget import budget as perceptual_budget
+from .methods import METHODS
 from .metrics import grey_ssim
 from .objectives import DEFAULT_TARGETS, Objectives, Reference
-from .perturbation import DualDomain
-from .perturbation import Reference as ReferencePerturbation
-from .transforms import Transform, sample
 
-METHODS = ("vdf", "per-frame", "vdf-reference")
 SSIM_FLOOR_WEIGHT = 100.0
-
-# The release's settings (threat-model.md section 3).
-REFERENCE_SCALES = ((1.0, 1.0), (1.5, 0.8), (2.0, 0.6), (0.75, 0.6), (0.5, 0.6))
-REFERENCE_EPSILON = 0.05
-REFERENCE_STEPS = 3000
-REFERENCE_LR = 1e-2
-REFERENCE_SHARE = 0.8
-REFERENCE_FIDELITY = 0.5
-REFERENCE_PARSED = 0.8  # success: this fraction of the clean face pixels parsed as background
 
 
 class Interrupted(VdfError):
@@ -83,21 +65,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class Protector:
     """Configured once, then ``protect(frames)`` per chunk; the same chunk and options give the same output."""
 
-    def __init__(self, preset: str = "balanced", targets: tuple[str, ...] | None = None, epsilon: float | None = None,
-                 device: str | torch.device = "cpu", seed: int = 0, method: str = "vdf", *,
+    def __init__(self, preset: str = "balanced", *, targets: tuple[str, ...] | None = None,
+                 epsilon: float | None = None, device: str | torch.device = "cpu", seed: int = 0, method: str = "vdf",
                  checkpoint: Path | str | None = None, joint: bool = False, max_steps: int | None = None,
                  interrupt: threading.Event | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         self.preset = presets.get(preset)
-        self.method, self.seed, self.joint = method, seed, joint
+        self.method, self.seed = METHODS[method], seed
+        self.joint = joint and self.method.joint
         self.interrupt = interrupt  # set by another thread (a signal handler) to stop within one step
         self.device = resolve_device(device)
-        reference = method == "vdf-reference"
-        self.epsilon = epsilon if epsilon is not None else (REFERENCE_EPSILON if reference else self.preset.epsilon)
+        self.settings = self.method.settings(self.preset)
+        self.epsilon = epsilon if epsilon is not None else self.settings.epsilon
         if not 0 < self.epsilon <= 0.25:
             raise ValueError(f"epsilon {self.epsilon} is outside (0, 0.25]")
-        self.max_steps = max_steps if max_steps is not None else (REFERENCE_STEPS if reference else self.preset.max_steps)
+        self.max_steps = max_steps if max_steps is not None else self.settings.max_steps
         if self.max_steps < 0:
             raise ValueError(f"max_steps must be 0 or more, got {self.max_steps}")
         if targets is None:
@@ -118,13 +101,10 @@ class Protector:
         clean = frames.to(self.device, torch.float32)
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
         ref = self.objectives.reference(clean)
-        if self.method == "vdf-reference":
-            budgets = torch.ones_like(clean[:, :1])
-        else:
-            budgets = perceptual_budget(clean, torch.nan_to_num(ref.boxes))
+        budgets = self.method.budget(clean, ref.boxes)
         stats = [FrameStats(i, bool(ref.face[i])) for i in range(clean.shape[0])]
         protected = clean.clone()
-        if self.joint and self.method == "vdf":
+        if self.joint:
             self._protect_jointly(clean, budgets, ref, protected, stats, generator)
         else:
             self._protect_in_order(clean, budgets, ref, protected, stats, generator)
@@ -142,10 +122,10 @@ class Protector:
             started = time.perf_counter()
             t = slice(s.index, s.index + 1)
             params = self._parameters(1, clean)
-            if previous is not None and self.method != "per-frame":
+            if previous is not None and self.settings.inherit:
                 similarity = float(grey_ssim(clean[t], previous_clean).clamp(min=0))
-                s.inherited = similarity * (REFERENCE_SHARE if self.method == "vdf-reference" else 1.0)
-                params.inherit(previous, s.inherited, self.preset.inherit_noise, generator)
+                s.inherited = similarity * self.settings.inherit
+                params.inherit(previous, s.inherited, self.settings.inherit_noise, generator)
             first = previous is None
             s.steps, s.losses = self._optimise(params, clean[t], budgets[t], ref.select(t), generator, first)
             with torch.no_grad():
@@ -169,9 +149,7 @@ class Protector:
 
     def _parameters(self, count: int, clean: torch.Tensor, joint: bool = False):
         height, width = clean.shape[-2:]
-        if self.method == "vdf-reference":
-            return ReferencePerturbation(count, height, width, self.epsilon).to(self.device)
-        return DualDomain(count, height, width, self.epsilon, joint=joint).to(self.device)
+        return self.method.perturbation(count, height, width, self.epsilon, joint).to(self.device)
 
     # -- optimisation --------------------------------------------------------------------------
 
@@ -180,13 +158,10 @@ class Protector:
         """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses)."""
         from kornia.metrics import ssim
 
-        reference = self.method == "vdf-reference"
-        learning_rate = REFERENCE_LR if reference else self.preset.learning_rate
-        check_every = (5 if first else 1) if reference else self.preset.check_every
-        fidelity_weight = REFERENCE_FIDELITY if reference else self.preset.fidelity_weight
-        optimiser = torch.optim.Adam(params.parameters(), lr=learning_rate)
+        settings = self.settings
+        check_every = settings.first_check_every if first else settings.check_every
+        optimiser = torch.optim.Adam(params.parameters(), lr=settings.learning_rate)
         weights = self.preset.weights
-        others = tuple(t for t in self.targets if t not in self.required)
         losses: dict[str, float] = {}
         for step in range(self.max_steps + 1):
             self._stop_if_interrupted()
@@ -195,17 +170,12 @@ class Protector:
                     if self._passes(params(clean, budget), ref) or step == self.max_steps:
                         return step, losses
             protected = params(clean, budget)
-            if reference:
-                per_target = self._reference_losses(protected, ref)
-            else:
-                # The required targets on every step, the others in turn: a step costs two models, not seven.
-                names = self.required + (others[step % len(others)],) if others else self.required
-                per_target = self.objectives.losses(sample(self.preset.robustness, generator)(protected), ref, names)
+            per_target = self.method.losses(self.objectives, protected, ref, step, generator, self.preset, self.required)
             attack = sum(weights[name] * value for name, value in per_target.items())
             similarity = ssim(protected, clean, 11, padding="valid").flatten(1).mean(1)
-            fidelity = fidelity_weight * (1 - similarity)
-            if not reference:
-                fidelity = fidelity + SSIM_FLOOR_WEIGHT * torch.relu(self.preset.ssim_floor - similarity)
+            fidelity = settings.fidelity_weight * (1 - similarity)
+            if settings.ssim_floor is not None:
+                fidelity = fidelity + SSIM_FLOOR_WEIGHT * torch.relu(settings.ssim_floor - similarity)
             optimiser.zero_grad(set_to_none=True)
             (attack + fidelity).sum().backward()
             optimiser.step()
@@ -216,42 +186,16 @@ class Protector:
         if self.interrupt is not None and self.interrupt.is_set():
             raise Interrupted("interrupted")
 
-    def _reference_losses(self, protected: torch.Tensor, ref: Reference) -> dict[str, torch.Tensor]:
-        """The release's multi-scale loss: every scale on every step, weighted."""
-        total: dict[str, torch.Tensor] = {}
-        for scale, weight in REFERENCE_SCALES:
-            for name, value in self.objectives.losses(Transform("scale", scale)(protected), ref).items():
-                total[name] = total.get(name, 0) + weight * value
-        return total
-
-    def _variants(self) -> tuple[Transform, ...]:
-        if self.method == "vdf-reference":
-            return tuple(Transform("scale", s) if s != 1 else Transform("identity") for s, _ in REFERENCE_SCALES)
-        return self.preset.check
-
     def _passes(self, protected: torch.Tensor, ref: Reference) -> bool:
-        """The early-stop rule: every required target disrupted on every check variant, with margin."""
-        reference = self.method == "vdf-reference"
-        margin = 1.0 if reference else self.preset.margin
-        for variant in self._variants():
-            seen = variant(protected)
-            if reference and "bisenet" in self.required:
-                parsed = self.objectives.models["bisenet"](seen)[:, 0] > 0.5
-                face = ref.parsed_face
-                share = (parsed & face).flatten(1).sum(1) / face.flatten(1).sum(1).clamp(min=1)
-                if not bool((share > REFERENCE_PARSED).all()):
-                    return False
-            names = tuple(n for n in self.required if not (reference and n == "bisenet"))
-            for name, value in self.objectives.measures(seen, ref, names).items():
-                if not bool(self.objectives.disrupted(name, value, margin).all()):
-                    return False
-        return True
+        """The early-stop rule: the method's success rule on every check variant."""
+        return all(self.method.passes(self.objectives, variant(protected), ref, self.settings, self.required)
+                   for variant in self.settings.variants)
 
     @torch.no_grad()
     def _final_check(self, protected: torch.Tensor, ref: Reference, s: FrameStats) -> None:
         """Every target measured on every check variant; the worst value counts."""
         seen: dict[str, list[float]] = {}
-        for variant in self._variants():
+        for variant in self.settings.variants:
             for name, value in self.objectives.measures(variant(protected), ref, self.targets).items():
                 seen.setdefault(name, []).append(float(value[0]))
         for name, values in seen.items():

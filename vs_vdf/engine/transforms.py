@@ -17,6 +17,14 @@ import torch.nn.functional as F
 from . import codec
 
 
+KINDS = ("identity", "scale", "size", "jpeg", "blur", "h264")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown transform {kind!r}; known: {', '.join(KINDS)}")
+
+
 def quantise(frames: torch.Tensor) -> torch.Tensor:
     """Round to 8-bit levels with a straight-through gradient: what a saved frame holds."""
     return frames + ((frames.clamp(0, 1) * 255).round() / 255 - frames).detach()
@@ -39,6 +47,9 @@ class Transform:
     kind: str
     value: float = 0.0
 
+    def __post_init__(self):
+        _check_kind(self.kind)
+
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         height, width = frames.shape[-2:]
         if self.kind == "identity":
@@ -57,9 +68,7 @@ class Transform:
 
             radius = max(1, int(3 * self.value + 0.5))
             return gaussian_blur2d(frames, (2 * radius + 1,) * 2, (self.value, self.value), border_type="replicate")
-        if self.kind == "h264":
-            return frames + (codec.roundtrip(frames, self.value, intra=True) - frames).detach()
-        raise ValueError(f"unknown transform {self.kind!r}")
+        return frames + (codec.roundtrip(frames, self.value, intra=True) - frames).detach()  # h264
 
     def __str__(self) -> str:
         return self.kind if self.kind == "identity" else f"{self.kind}:{self.value:g}"
@@ -81,6 +90,9 @@ class Family:
     low: float = 0.0
     high: float = 0.0
     choices: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        _check_kind(self.kind)
 
     def sample(self, generator: torch.Generator) -> Transform:
         if self.choices:

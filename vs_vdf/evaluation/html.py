@@ -77,7 +77,7 @@ def _strip(clean: torch.Tensor, protected: torch.Tensor, analyst, count: int = 4
     it, and the perturbation amplified as a heat map."""
     import cv2
 
-    from ..surrogates.facemesh import roi_from_detection
+    from ..surrogates.chain import acquire
 
     models = analyst.objectives.models
     picks = np.linspace(0, clean.shape[0] - 1, min(count, clean.shape[0])).round().astype(int).tolist()
@@ -87,14 +87,12 @@ def _strip(clean: torch.Tensor, protected: torch.Tensor, analyst, count: int = 4
         for frames in (clean, protected):
             frame = frames[i:i + 1]
             image = np.ascontiguousarray((frame[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
-            found = models["blazeface_short"].detect(frame)[0]
-            if len(found):
-                x0, y0, x1, y1 = found.boxes[0].round().int().tolist()
+            face = acquire(models, frame, pose=False)
+            if face.found[0]:
+                x0, y0, x1, y1 = face.boxes[0].round().int().tolist()
                 cv2.rectangle(image, (x0, y0), (x1, y1), (0, 255, 0), 1)
-                if "facemesh" in models:
-                    points = models["facemesh"](frame, roi_from_detection(found.boxes[:1], found.keypoints[:1]))[0][0]
-                    for x, y in points[:, :2].round().int().tolist():
-                        cv2.circle(image, (x, y), 1, (255, 64, 64), -1)
+                for x, y in face.landmarks["facemesh"][0, :, :2].round().int().tolist() if face.landmarks else ():
+                    cv2.circle(image, (x, y), 1, (255, 64, 64), -1)
             else:
                 cv2.putText(image, "no face found", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 0, 0), 2)
             cells.append(image)

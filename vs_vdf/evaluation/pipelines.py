@@ -102,23 +102,23 @@ def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fp
     frame's own detection, reusing the previous landmarks when no face is found (none on the first
     frame stops the run)."""
     from ..engine import metrics
-    from ..surrogates.facemesh import roi_from_detection
+    from ..surrogates.chain import acquire
 
     seen_clean, seen = genefacepp(clean, fps), genefacepp(protected, fps)
     result = {"models": analyst.summary(analyst.compare(seen_clean, seen))}
     models = analyst.objectives.models
     if "facemesh" not in models:
         return result
-    detector, mesh, pose = models["blazeface_short"], models["facemesh"], models.get("headpose")
+    pose = models.get("headpose")
 
     def track(frames: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
         landmarks, missing, previous = [], [], None
         for part in _batches(frames.shape[0]):
-            for offset, found in enumerate(detector.detect(frames[part])):
+            face = acquire(models, frames[part], pose=False)
+            for offset, found in enumerate(face.found.tolist()):
                 index = part.start + offset
-                if len(found):
-                    roi = roi_from_detection(found.boxes[:1], found.keypoints[:1])
-                    previous = mesh(frames[index:index + 1], roi)[0]
+                if found:
+                    previous = face.landmarks["facemesh"][offset:offset + 1]
                 else:
                     missing.append(index)
                     if previous is None:

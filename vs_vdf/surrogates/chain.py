@@ -1,15 +1,18 @@
 """The attackers' acquisition chain on a batch of frames: detect, crop, landmarks, head pose, masks.
 
-One entry point used by both the attack (differentiable outputs) and the evaluation. Crops can be
-taken from a reference analysis (the clean frames), so that landmark error is measured on the same
-region even when the detector no longer finds the face.
+``acquire`` is the one implementation of detect -> ROI -> FaceMesh -> head pose; the attack's clean
+analysis, the evaluation's pipeline replicas, the HTML report and ``Chain`` all call it with models
+they have already loaded. Crops can be taken from a reference analysis (the clean frames), so that
+landmark error is measured on the same region even when the detector no longer finds the face.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from . import load
 from .blazeface import Detections
@@ -18,6 +21,56 @@ from .facemesh import roi_from_detection
 from .mtcnn import Faces
 
 DEFAULT_MODELS = ("blazeface_short", "facemesh", "headpose", "faceapi68", "mtcnn", "selfie_segmentation")
+
+
+def scatter_rows(values: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:
+    """Rows of ``values`` placed at ``rows`` of a NaN tensor with ``count`` rows (differentiable)."""
+    full = values.new_full((count, *values.shape[1:]), float("nan"))
+    return full.index_copy(0, rows, values)
+
+
+@dataclass
+class Acquisition:
+    """Detect -> ROI -> FaceMesh -> pose for N frames. Rows without a face box are NaN; tensors are
+    differentiable when the frames were."""
+
+    detections: list[Detections]
+    found: torch.Tensor  # N bool: the detector found a face (at its usual threshold)
+    boxes: torch.Tensor  # N x 4: the box the crops come from (the reference's when one was given)
+    keypoints: torch.Tensor  # N x 6 x 2
+    rois: torch.Tensor  # N x 5: the FaceMesh crops
+    rows: torch.Tensor  # indices of the frames that have a box
+    landmarks: dict[str, torch.Tensor] = field(default_factory=dict)  # per FaceMesh model, N x 468 x 3 pixels
+    presence: dict[str, torch.Tensor] = field(default_factory=dict)  # per FaceMesh model, N logits (> 0: a face)
+    pose: dict[str, torch.Tensor] = field(default_factory=dict)  # rotation, angles, translation, scale; N rows
+
+
+def acquire(models: Mapping[str, nn.Module], frames: torch.Tensor, *, detector: str = "blazeface_short",
+            meshes: tuple[str, ...] = ("facemesh",), pose: bool = True,
+            reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> Acquisition:
+    """Detection with ``models[detector]``, the rotated FaceMesh crop of the first face, the 468 points of
+    each model in ``meshes`` that is loaded, and (``pose``) the head pose from the first of them when
+    ``headpose`` is loaded. ``reference`` (boxes, keypoints) replaces the frames' own detection for the crops."""
+    count = frames.shape[0]
+    detections = models[detector].detect(frames)
+    found = torch.tensor([len(d) > 0 for d in detections], device=frames.device)
+    if reference is not None:
+        boxes, keypoints = reference
+    else:
+        boxes = first_or_nan(detections, "boxes", (4,), frames)
+        keypoints = first_or_nan(detections, "keypoints", (6, 2), frames)
+    rows = (~boxes.isnan().any(-1)).nonzero()[:, 0]
+    result = Acquisition(detections, found, boxes, keypoints, roi_from_detection(boxes, keypoints), rows)
+    if rows.numel() == 0:
+        return result
+    for name in meshes:
+        if name not in models:
+            continue
+        points, presence = models[name](frames, result.rois[rows], rows)
+        result.landmarks[name], result.presence[name] = scatter_rows(points, rows, count), scatter_rows(presence, rows, count)
+        if pose and name == meshes[0] and "headpose" in models:
+            result.pose = {k: scatter_rows(v, rows, count) for k, v in models["headpose"](points).items()}
+    return result
 
 
 @dataclass
@@ -47,30 +100,13 @@ class Chain:
         self.detector, self.landmarker, self.landmarks68 = detector, landmarker, landmarks68
 
     def __call__(self, frames: torch.Tensor, reference: FaceAnalysis | None = None) -> FaceAnalysis:
-        count = frames.shape[0]
-        detections = self.models[self.detector].detect(frames)
-        found = torch.tensor([len(d) > 0 for d in detections], device=frames.device)
-        if reference is not None:
-            boxes, keypoints = reference.boxes, reference.keypoints
-        else:
-            boxes = first_or_nan(detections, "boxes", (4,), frames)
-            keypoints = first_or_nan(detections, "keypoints", (6, 2), frames)
-        result = FaceAnalysis(detections, found, boxes, keypoints)
-        usable = ~boxes.isnan().any(-1)
-        index = usable.nonzero()[:, 0]
-
-        def scatter(values: torch.Tensor) -> torch.Tensor:
-            full = values.new_full((count, *values.shape[1:]), float("nan"))
-            return full.index_copy(0, index, values)
-
-        if self.landmarker in self.models and index.numel():
-            rois = roi_from_detection(boxes[index], keypoints[index])
-            landmarks, presence = self.models[self.landmarker](frames, rois, index)
-            result.facemesh, result.facemesh_presence_logit = scatter(landmarks), scatter(presence)
-            if "headpose" in self.models:
-                result.pose = {k: scatter(v) for k, v in self.models["headpose"](landmarks).items()}
-        if self.landmarks68 in self.models and index.numel():
-            result.faceapi68 = scatter(self.models[self.landmarks68](frames, boxes[index], index))
+        face = acquire(self.models, frames, detector=self.detector, meshes=(self.landmarker,),
+                       reference=None if reference is None else (reference.boxes, reference.keypoints))
+        result = FaceAnalysis(face.detections, face.found, face.boxes, face.keypoints,
+                              face.landmarks.get(self.landmarker), face.presence.get(self.landmarker), face.pose)
+        if self.landmarks68 in self.models and face.rows.numel():
+            result.faceapi68 = scatter_rows(self.models[self.landmarks68](frames, face.boxes[face.rows], face.rows),
+                                            face.rows, frames.shape[0])
         if "mtcnn" in self.models:
             result.mtcnn = self.models["mtcnn"].detect(frames)
         if "selfie_segmentation" in self.models:

@@ -10,7 +10,6 @@ from .tflite_torch import TFLiteModule
 
 SIZE = 192
 ROI_SCALE = 1.5
-RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
 
 
 def roi_from_detection(box: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
@@ -18,21 +17,6 @@ def roi_from_detection(box: torch.Tensor, keypoints: torch.Tensor) -> torch.Tens
     eyes = keypoints[:, 1] - keypoints[:, 0]
     angle = torch.atan2(eyes[:, 1], eyes[:, 0])
     return square_roi(box, ROI_SCALE, angle)
-
-
-def roi_from_landmarks(landmarks: torch.Tensor) -> torch.Tensor:
-    """Tracking ROI (R x 5) from previous landmarks (R x 468 x 2+): eye-corner rotation, box around all, x 1.5."""
-    eyes = landmarks[:, LEFT_EYE_OUTER, :2] - landmarks[:, RIGHT_EYE_OUTER, :2]
-    angle = torch.atan2(eyes[:, 1], eyes[:, 0])
-    cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
-    x, y = landmarks[..., 0], landmarks[..., 1]
-    # The box is taken in the rotated frame, so it hugs the face whatever its roll.
-    u, v = x * cos + y * sin, -x * sin + y * cos
-    u_mid, v_mid = (u.amax(1) + u.amin(1)) / 2, (v.amax(1) + v.amin(1)) / 2
-    side = torch.maximum(u.amax(1) - u.amin(1), v.amax(1) - v.amin(1)) * ROI_SCALE
-    cx = u_mid * cos[:, 0] - v_mid * sin[:, 0]
-    cy = u_mid * sin[:, 0] + v_mid * cos[:, 0]
-    return torch.stack([cx, cy, side, side, angle], -1)
 
 
 class FaceMesh(nn.Module):

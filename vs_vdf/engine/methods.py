@@ -1,0 +1,125 @@
+"""The optimisation methods as data: each is a set of settings plus the two places where methods really
+differ, the loss of one step and the rule that ends a frame's optimisation. The loop in
+``protector.py`` reads these and never asks which method it runs.
+
+- ``vdf`` (default): dual-domain parameters, perceptual budget, one robustness transform sampled per
+  step, the required targets on every step and the others in turn; each frame inherits the previous
+  frame's parameters scaled by their similarity.
+- ``per-frame``: the same, every frame from scratch: the baseline for what sharing saves.
+- ``vdf-reference``: the released VDF algorithm: ImageNet-space FFT parameterisation over the whole
+  frame, every scale (x1, 1.5, 2, 0.75, 0.5 weighted 1, .8, .6, .6, .6) on every step, fidelity
+  0.5 x (1 - SSIM), Adam at 1e-2, a 0.8 x SSIM warm start, a check every 5 steps on the first frame
+  and every step after, epsilon 0.05, up to 3000 steps; with BiSeNet, success is 80% of the clean
+  face pixels parsed as background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .budget import budget as perceptual_budget
+from .objectives import Objectives, Reference
+from .perturbation import DualDomain
+from .perturbation import Reference as ReferencePerturbation
+from .presets import Preset
+from .transforms import Transform, sample
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The numbers one method runs with under one preset."""
+
+    epsilon: float
+    max_steps: int
+    learning_rate: float
+    check_every: int  # steps between two checks ...
+    first_check_every: int  # ... and on a frame that inherited nothing
+    fidelity_weight: float  # weight of (1 - SSIM) against the attack losses
+    ssim_floor: float | None  # below this SSIM a steep penalty takes over; None: no floor
+    margin: float  # the measures must pass their thresholds by this factor
+    inherit: float  # factor on the similarity a frame inherits its predecessor's parameters with; 0: never
+    inherit_noise: float
+    variants: tuple[Transform, ...]  # what the check looks at
+
+
+class Vdf:
+    """vs-vdf's method; ``inherit=False`` is the per-frame baseline."""
+
+    def __init__(self, name: str, inherit: bool = True):
+        self.name, self.inherits = name, inherit
+        self.joint = inherit  # whether it can optimise a chunk's frames together (shared parameters)
+
+    def settings(self, preset: Preset) -> Settings:
+        return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
+                        preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.margin,
+                        1.0 if self.inherits else 0.0, preset.inherit_noise, preset.check)
+
+    def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
+        return DualDomain(count, height, width, epsilon, joint=joint)
+
+    def budget(self, clean: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return perceptual_budget(clean, torch.nan_to_num(boxes))
+
+    def losses(self, objectives: Objectives, protected: torch.Tensor, ref: Reference, step: int,
+               generator: torch.Generator, preset: Preset, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The required targets on every step, the others in turn, through one sampled transform: a step
+        costs two or three models, not seven."""
+        others = tuple(t for t in objectives.targets if t not in required)
+        names = required + (others[step % len(others)],) if others else required
+        return objectives.losses(sample(preset.robustness, generator)(protected), ref, names)
+
+    def passes(self, objectives: Objectives, seen: torch.Tensor, ref: Reference, settings: Settings,
+               required: tuple[str, ...]) -> bool:
+        """Every required target disrupted, with the margin, on one check variant's frames."""
+        for name, value in objectives.measures(seen, ref, required).items():
+            if not bool(objectives.disrupted(name, value, settings.margin).all()):
+                return False
+        return True
+
+
+class Released(Vdf):
+    """The released algorithm, applied to the chosen targets."""
+
+    SCALES = ((1.0, 1.0), (1.5, 0.8), (2.0, 0.6), (0.75, 0.6), (0.5, 0.6))
+    PARSED_AS_BACKGROUND = 0.8
+
+    def __init__(self):
+        super().__init__("vdf-reference")
+        self.joint = False
+
+    def settings(self, preset: Preset) -> Settings:
+        variants = tuple(Transform("scale", s) if s != 1 else Transform("identity") for s, _ in self.SCALES)
+        return Settings(epsilon=0.05, max_steps=3000, learning_rate=1e-2, check_every=1, first_check_every=5,
+                        fidelity_weight=0.5, ssim_floor=None, margin=1.0, inherit=0.8,
+                        inherit_noise=preset.inherit_noise, variants=variants)
+
+    def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
+        return ReferencePerturbation(count, height, width, epsilon)
+
+    def budget(self, clean: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(clean[:, :1])  # the whole frame
+
+    def losses(self, objectives: Objectives, protected: torch.Tensor, ref: Reference, step: int,
+               generator: torch.Generator, preset: Preset, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Every scale on every step, weighted."""
+        total: dict[str, torch.Tensor] = {}
+        for scale, weight in self.SCALES:
+            for name, value in objectives.losses(Transform("scale", scale)(protected), ref).items():
+                total[name] = total.get(name, 0) + weight * value
+        return total
+
+    def passes(self, objectives: Objectives, seen: torch.Tensor, ref: Reference, settings: Settings,
+               required: tuple[str, ...]) -> bool:
+        if "bisenet" in required:
+            parsed = objectives.models["bisenet"](seen)[:, 0] > 0.5
+            face = ref.parsed_face
+            share = (parsed & face).flatten(1).sum(1) / face.flatten(1).sum(1).clamp(min=1)
+            if not bool((share > self.PARSED_AS_BACKGROUND).all()):
+                return False
+        return super().passes(objectives, seen, ref, settings, tuple(n for n in required if n != "bisenet"))
+
+
+METHODS = {method.name: method for method in (Vdf("vdf"), Vdf("per-frame", inherit=False), Released())}
