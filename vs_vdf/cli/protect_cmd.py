@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..engine.objectives import TARGETS
+from ..engine.targets import TARGETS
 from ..engine.presets import PRESETS
 from ..engine.protector import METHODS
 from ..media.writer import BIT_DEPTHS, CODECS, CONTAINERS, CRF_RANGE

@@ -4,7 +4,7 @@
 protects one chunk of consecutive frames; ``metrics`` holds the shared definitions.
 """
 
-from .objectives import DEFAULT_TARGETS, TARGETS
+from .targets import DEFAULT_TARGETS, TARGETS
 from .presets import PRESETS
 from .protector import METHODS, FrameStats, Interrupted, Protector, resolve_device
 

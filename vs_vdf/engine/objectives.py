@@ -17,14 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import surrogates
+from ..surrogates.bisenet import face_mask
 from ..surrogates.boxes import first_or_nan
 from ..surrogates.chain import acquire, scatter_rows
 from . import metrics
+from . import targets as table
+from .targets import DEFAULT_TARGETS, TARGETS
 
-TARGETS = ("blazeface_short", "blazeface_full", "mtcnn", "facemesh", "headpose", "faceapi68",
-           "selfie_segmentation", "facemesh_v1", "faceapi68_tiny", "bisenet")
-# facemesh_v1 and faceapi68_tiny stay out of the default: they are the transfer checks.
-DEFAULT_TARGETS = TARGETS[:7]
 MESHES = ("facemesh", "facemesh_v1")  # 468 points on the FaceMesh crop
 IBUG68 = ("faceapi68", "faceapi68_tiny")  # 68 points on a square box crop
 
@@ -32,7 +31,6 @@ LANDMARK_CAP = 2.5 * metrics.NME_DISRUPTED
 POSE_CAP_DEG = 3 * metrics.POSE_DISRUPTED_DEG
 DETECTION_MARGIN = 2.0  # logits this far below the threshold no longer add to the loss
 TOP_ANCHORS = 8
-MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)
 
 
 @dataclass
@@ -111,8 +109,7 @@ class Objectives:
         if "selfie_segmentation" in models:
             ref.person = models["selfie_segmentation"](clean)
         if "bisenet" in models:
-            parsed = models["bisenet"](clean).argmax(1)
-            ref.parsed_face = (parsed >= 1) & (parsed <= 13)
+            ref.parsed_face = face_mask(models["bisenet"](clean).argmax(1))
         return ref
 
     def losses(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
@@ -159,21 +156,21 @@ class Objectives:
 
     def _mtcnn_loss(self, frames: torch.Tensor, ref: Reference) -> torch.Tensor:
         mtcnn = self.models["mtcnn"]
-        proposal = torch.stack([_hinge(_logit(p), MTCNN_THRESHOLDS[0]) for _, p, _ in mtcnn.pyramid(frames)]).mean(0)
+        proposal = torch.stack([_hinge(_logit(p), mtcnn.thresholds[0]) for _, p, _ in mtcnn.pyramid(frames)]).mean(0)
         found = ~ref.mtcnn_boxes.isnan().any(-1)
         if not found.any():
             return proposal
         at = found.nonzero()[:, 0]
         probability, _, points = mtcnn.output_net(frames, ref.mtcnn_boxes[at], at)
         shift = metrics.nme(points, ref.mtcnn_points[at], metrics.MTCNN_EYES)
-        final = F.softplus(_logit(probability) - (_logit(torch.tensor(MTCNN_THRESHOLDS[2])) - DETECTION_MARGIN))
+        final = F.softplus(_logit(probability) - (_logit(torch.tensor(mtcnn.thresholds[2])) - DETECTION_MARGIN))
         extra = torch.zeros_like(proposal).index_add(0, at, final + _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED))
         return proposal + extra
 
     @torch.no_grad()
     def measures(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """Per target, the design.md measure per frame (T): detectors the best face score (MTCNN: faces
-        found), landmarks NME, head pose error in degrees, segmenters mask IoU."""
+        """Per target, its measure per frame (T): detectors the best face score (MTCNN: faces found),
+        landmarks NME, head pose error in degrees, segmenters mask IoU."""
         models, out, count = self.models, {}, frames.shape[0]
         self.evaluations["forward"] += len(names) * count
         rows = ref.face.nonzero()[:, 0]  # landmarks and pose exist only where the clean frame had a face
@@ -200,24 +197,13 @@ class Objectives:
         if "selfie_segmentation" in names:
             out["selfie_segmentation"] = metrics.mask_iou(models["selfie_segmentation"](frames), ref.person)
         if "bisenet" in names:
-            parsed = models["bisenet"](frames).argmax(1)
-            face = (parsed >= 1) & (parsed <= 13)
+            face = face_mask(models["bisenet"](frames).argmax(1))
             out["bisenet"] = metrics.mask_iou(face.float(), ref.parsed_face.float())
         return out
 
-    @staticmethod
-    def least_disrupted(name: str, values: list[float]) -> float:
-        """The value least favourable to the defence among several measures of one target."""
-        return min(values) if name in MESHES + IBUG68 + ("headpose",) else max(values)
+    least_disrupted = staticmethod(table.least_disrupted)
 
     def disrupted(self, name: str, value: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
-        """Whether each measure counts as disrupted (design.md); ``margin`` > 1 asks for more than the threshold."""
-        if name.startswith("blazeface"):
-            return value < self.models[name].threshold
-        if name == "mtcnn":
-            return value == 0
-        if name in MESHES + IBUG68:
-            return value >= metrics.NME_DISRUPTED * margin
-        if name == "headpose":
-            return value >= metrics.POSE_DISRUPTED_DEG * margin
-        return value <= metrics.IOU_DISRUPTED / margin
+        """Whether each measure counts as disrupted (``targets.disrupted`` with the loaded detector's threshold)."""
+        threshold = getattr(self.models[name], "threshold", None) if name in self.models else None
+        return table.disrupted(name, value, margin, threshold)

@@ -6,7 +6,7 @@ full resolution), and a spatial attention branch of masks at several coarse scal
 the change is let through. The result is bounded by epsilon times the perceptual budget, so it never
 exceeds epsilon in L-infinity, and rounded to 8-bit levels with a straight-through gradient.
 
-``Reference``: the VDF release's parameterisation (threat-model.md section 3): amplitude scaled by
+``Reference``: the VDF release's parameterisation: amplitude scaled by
 (1 + tanh P0) and phase offset by (1 + tanh P1) of the ImageNet-normalised frame's FFT, the difference
 squashed to eps * tanh(10 d), one full-resolution sigmoid mask.
 """
@@ -19,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..surrogates.bisenet import IMAGENET_MEAN, IMAGENET_STD
 from .transforms import quantise
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DualDomain(nn.Module):

@@ -1,5 +1,6 @@
 """Black-box comparison of test frames (protected, or protected then transformed) with the clean
-frames, per model, with the definitions of ``engine.metrics``; summaries use design.md's JSON keys."""
+frames, per model, with the definitions of ``engine.metrics``; summaries give each model the report
+keys of its kind in ``engine.targets``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..engine.objectives import IBUG68, MESHES, TARGETS, Objectives
+from ..engine import targets
+from ..engine.objectives import Objectives
 
-EVALUATED = tuple(t for t in TARGETS if t != "bisenet")
-DETECTORS = ("blazeface_short", "blazeface_full", "mtcnn")
-SEGMENTERS = ("selfie_segmentation", "bisenet")
+EVALUATED = tuple(name for name, target in targets.TABLE.items() if not target.user_file)
 
 
 @dataclass
@@ -62,36 +62,30 @@ class Analyst:
         disrupted = {}
         for name in self.models:
             flags = self.objectives.disrupted(name, test_m[name])
-            disrupted[name] = flags if name in DETECTORS else flags & face
-            if name not in DETECTORS:
+            detector = targets.kind_of(name) is targets.DETECTOR
+            disrupted[name] = flags if detector else flags & face
+            if not detector:
                 test_m[name] = torch.where(face, test_m[name], torch.full_like(test_m[name], math.nan))
         return Comparison(clean_m, test_m, disrupted, face)
 
     def summary(self, comparison: Comparison) -> dict[str, dict[str, float]]:
-        """design.md's per-model figures. Disruption of face-dependent models counts clean-face frames only;
-        for detectors, frames where the clean frame already had no face are left out too."""
+        """Per model, the report keys of its kind. Disruption of face-dependent models counts clean-face
+        frames only; for detectors, frames where the clean frame already had no face are left out too."""
         out: dict[str, dict[str, float]] = {}
         face = comparison.face
         frames_with_face = max(int(face.sum()), 1)
         for name in self.models:
-            test, flags = comparison.test[name], comparison.disrupted[name]
-            if name in DETECTORS:
+            kind, test, flags = targets.kind_of(name), comparison.test[name], comparison.disrupted[name]
+            if kind is targets.DETECTOR:
                 found_clean = ~self.objectives.disrupted(name, comparison.clean[name])
-                found_test = ~flags
-                out[name] = {
-                    "detection_rate_clean": float(found_clean.float().mean()),
-                    "detection_rate_protected": float(found_test.float().mean()),
-                    "disrupted_fraction": float((flags & found_clean).sum() / max(int(found_clean.sum()), 1)),
-                }
-                continue
-            values = test[face]
-            entry = {"disrupted_fraction": float(flags.sum()) / frames_with_face}
-            if name in MESHES + IBUG68:
-                entry |= {"nme_mean": float(values.mean()), "nme_failure_rate": entry["disrupted_fraction"]}
-            elif name == "headpose":
-                entry |= {"pose_error_deg_mean": float(values.mean()),
-                          "pose_error_deg_p90": float(values.quantile(0.9)) if values.numel() else math.nan}
-            elif name in SEGMENTERS:
-                entry |= {"iou_mean": float(values.mean())}
-            out[name] = entry
+                figures = {"detection_rate_clean": float(found_clean.float().mean()),
+                           "detection_rate_protected": float((~flags).float().mean()),
+                           "disrupted_fraction": float((flags & found_clean).sum() / max(int(found_clean.sum()), 1))}
+            else:
+                values = test[face]
+                mean, fraction = float(values.mean()), float(flags.sum()) / frames_with_face
+                figures = {"disrupted_fraction": fraction, "nme_mean": mean, "nme_failure_rate": fraction,
+                           "pose_error_deg_mean": mean, "iou_mean": mean,
+                           "pose_error_deg_p90": float(values.quantile(0.9)) if values.numel() else math.nan}
+            out[name] = {key: figures[key] for key in kind.report_keys}
         return out

@@ -1,8 +1,9 @@
 """The whole verification of one clean / protected pair: models, attacker pipelines, purifications.
 
-Returns the JSON document of design.md: ``fidelity``, ``models.<name>``, and the same structure
-under ``pipelines.<name>`` and ``purification.<name>`` (with ``retention``: disruption after the
-purification over disruption before, per model).
+Returns the report's JSON document: ``fidelity`` (PSNR and SSIM of the protected frames), ``models.<name>``
+(each model's report keys, see ``engine.targets``), and the same structure under ``pipelines.<name>``
+and ``purification.<name>`` (with ``retention``: disruption after the purification over disruption
+before, per model).
 """
 
 from __future__ import annotations

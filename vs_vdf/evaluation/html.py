@@ -11,6 +11,8 @@ import json
 import numpy as np
 import torch
 
+from ..engine import targets
+
 CURVES = (("facemesh", "FaceMesh NME"), ("headpose", "head-pose error (deg)"),
           ("blazeface_short", "BlazeFace best score"))
 
@@ -132,7 +134,7 @@ pre{{background:#f4f4f4;padding:1em}}</style></head><body>
 <h1>vs-vdf verification report</h1>
 <p><b>{html.escape(document["summary"])}</b></p>
 <h2>Models on the protected frames ({document["frames"]} frames)</h2>
-<p>Disrupted: detector finds no face; landmarks NME &ge; 0.10; head pose error &ge; 5&deg;; segmentation IoU &le; 0.5.</p>
+<p>Disrupted: {html.escape(targets.rules_text())}.</p>
 {_table(model_rows, model_columns, "model")}
 <h2>Attacker pipelines</h2>
 {_table(pipeline_rows, pipeline_columns, "pipeline")}

@@ -101,7 +101,7 @@ def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fp
     """Models on the re-encoded 512 x 512 frames, plus FaceMesh tracked as that pipeline does: on the
     frame's own detection, reusing the previous landmarks when no face is found (none on the first
     frame stops the run)."""
-    from ..engine import metrics
+    from ..engine import metrics, targets
     from ..surrogates.chain import acquire
 
     seen_clean, seen = genefacepp(clean, fps), genefacepp(protected, fps)
@@ -133,10 +133,10 @@ def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fp
     if tracked is not None and reference is not None:
         shift = metrics.nme(tracked, reference, metrics.FACEMESH_EYES)
         result["tracked_facemesh"] = {"nme_mean": float(shift.mean()),
-                                      "disrupted_fraction": float((shift >= metrics.NME_DISRUPTED).float().mean())}
+                                      "disrupted_fraction": float(targets.disrupted("facemesh", shift).float().mean())}
         if pose is not None:
             error = metrics.pose_error_degrees(pose(tracked)["rotation"], pose(reference)["rotation"])
             result["tracked_headpose"] = {
                 "pose_error_deg_mean": float(error.mean()),
-                "disrupted_fraction": float((error >= metrics.POSE_DISRUPTED_DEG).float().mean())}
+                "disrupted_fraction": float(targets.disrupted("headpose", error).float().mean())}
     return result

@@ -142,7 +142,7 @@ class BiSeNet(nn.Module):
 
 
 def load_checkpoint(path: Path | str | None) -> BiSeNet:
-    """A frozen BiSeNet from a user-supplied checkpoint in the original layout."""
+    """A BiSeNet from a user-supplied checkpoint in the original layout."""
     if path is None:
         raise CheckpointError("bisenet needs its face-parsing weights (79999_iter.pth, the file face-parsing tools "
                               "download), which cannot be fetched here: pass --checkpoint PATH on the command line, "
@@ -174,10 +174,12 @@ def load_checkpoint(path: Path | str | None) -> BiSeNet:
                            if keys)
         raise CheckpointError(f"{path} is not a 19-class BiSeNet face-parsing checkpoint ({detail})")
     net.load_state_dict(state)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return net  # surrogates.load freezes it with every other model
+
+
+def face_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Where a label map (N x H x W class indices) shows the face: FACE_CLASSES."""
+    return (labels >= FACE_CLASSES[0]) & (labels <= FACE_CLASSES[-1])
 
 
 class FaceParser(nn.Module):

@@ -110,6 +110,8 @@ class MTCNN(nn.Module):
     def __init__(self, pnet: Path, rnet: Path, onet: Path):
         super().__init__()
         self.name = "mtcnn"
+        self.thresholds = THRESHOLDS  # P-, R- and O-Net face probability thresholds
+        self.threshold = 1  # its measure is the number of faces found: below one face, none was
         self.pnet, self.rnet, self.onet = _load(PNet(), pnet), _load(RNet(), rnet), _load(ONet(), onet)
 
     @staticmethod
@@ -148,7 +150,7 @@ class MTCNN(nn.Module):
         boxes, scores, index = [], [], []
         for scale, probability, offsets in self.pyramid(frames):
             for i in range(frames.shape[0]):
-                ys, xs = (probability[i] >= THRESHOLDS[0]).nonzero(as_tuple=True)
+                ys, xs = (probability[i] >= self.thresholds[0]).nonzero(as_tuple=True)
                 if ys.numel() == 0:
                     continue
                 cells = torch.stack([xs, ys, xs, ys], -1).float()
@@ -173,14 +175,14 @@ class MTCNN(nn.Module):
         boxes = square(boxes[nms(boxes, scores, 0.7)])
         at = torch.full((boxes.shape[0],), i, dtype=torch.long)
         probability, offsets = self.refine_net(frames, boxes, at)
-        keep = probability >= THRESHOLDS[1]
+        keep = probability >= self.thresholds[1]
         if not keep.any():
             return empty
         boxes, probability, offsets = boxes[keep], probability[keep], offsets[keep]
         keep = nms(boxes, probability, 0.7)
         boxes = square(_refine(boxes[keep], offsets[keep]))
         probability, offsets, points = self.output_net(frames, boxes, at[: boxes.shape[0]])
-        keep = probability >= THRESHOLDS[2]
+        keep = probability >= self.thresholds[2]
         if not keep.any():
             return empty
         boxes = _refine(boxes[keep], offsets[keep])
