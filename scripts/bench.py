@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics, resolve_device
+from vs_vdf.engine.chunks import DEFAULT_CHUNK as CHUNK
+from vs_vdf.engine.chunks import protect_video, protect_window
 from vs_vdf.evaluation.analysis import Analyst
 from vs_vdf.evaluation.pipelines import ernerf
 
 ROOT = Path(__file__).resolve().parent.parent
-CHUNK = 24
 
 
 def machine(device: torch.device) -> str:
@@ -38,16 +39,6 @@ def machine(device: torch.device) -> str:
     return text
 
 
-def protect_in_chunks(protector: Protector, frames: torch.Tensor):
-    """Chunks of 24 frames, as the node makes them (no cut detection: the clips have none)."""
-    outputs, stats = [], []
-    for start in range(0, frames.shape[0], CHUNK):
-        out, chunk_stats = protector.protect(frames[start:start + CHUNK], seed=start)
-        outputs.append(out)
-        stats += chunk_stats
-    return torch.cat(outputs), stats
-
-
 def compare_methods(args, device: torch.device) -> dict:
     clean = samples.read_frames(args.clip, args.frames)
     fps = 25
@@ -59,7 +50,7 @@ def compare_methods(args, device: torch.device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        protected, stats = protect_in_chunks(protector, clean)
+        protected, stats = protect_video(protector, clean)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
@@ -110,7 +101,7 @@ def worker(args) -> None:
         if args.height:
             width = round(chunk.shape[-1] * args.height / chunk.shape[-2] / 2) * 2
             chunk = F.interpolate(chunk, size=(args.height, width), mode="bicubic", align_corners=False).clamp(0, 1)
-        _, stats = protector.protect(chunk.to(device), seed=start)
+        _, stats, _ = protect_window(protector, chunk.to(device), start, seed=0)
         frames_done += chunk.shape[0]
         steps += sum(s.steps for s in stats)
     if device.type == "cuda":

@@ -17,6 +17,7 @@ import torch
 
 from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics
+from vs_vdf.engine.chunks import protect_video, summarise
 from vs_vdf.engine.codec import roundtrip
 from vs_vdf.engine.transforms import Transform
 from vs_vdf.evaluation.analysis import Analyst
@@ -62,14 +63,13 @@ def main() -> int:
             else:
                 protector = Protector(args.preset, device=args.device, method=method)
                 started = time.perf_counter()
-                protected, stats = protector.protect(clean)
+                protected, stats = protect_video(protector, clean)
                 elapsed = time.perf_counter() - started
-                faces = [s for s in stats if s.face]
+                summary = summarise(stats)
                 entry |= {
                     "seconds_per_frame": elapsed / len(stats),
-                    "steps_per_frame": sum(s.steps for s in faces) / max(len(faces), 1),
-                    "engine_check_disrupted": {t: sum(s.success[t] for s in faces) / max(len(faces), 1)
-                                               for t in protector.targets},
+                    "steps_per_frame": summary["steps_per_face_frame"],
+                    "engine_check_disrupted": summary["disrupted_fraction"],
                     "psnr_db": float(metrics.psnr(protected, clean).mean()),
                     "ssim": float(metrics.ssim(protected, clean).mean()),
                 }

@@ -1,11 +1,10 @@
 """``protect(clip)``: the perturbation core as a VapourSynth node with lookahead over similar frames.
 
-Frames are grouped into chunks that depend only on the frame number and the content: fixed windows
-of ``chunk`` frames, split where two consecutive frames stop being similar (a cut). The window's
-frames reach the callback as extra source clips of one ``std.ModifyFrame``, so the core prefetches
-them; each window is computed once (under a per-window lock) and kept in a small LRU cache. The
-optimisation of a chunk is seeded from the seed and the chunk's first frame number, so a chunk
-recomputed after eviction, or reached by random access, gives the same pixels as a sequential pass.
+Frames are grouped into chunks by ``engine.chunks``: fixed windows of ``chunk`` frames, split at cuts,
+each part seeded from the seed and its first frame number. The window's frames reach the callback as
+extra source clips of one ``std.ModifyFrame``, so the core prefetches them; each window is computed
+once (under a per-window lock) and kept in a small LRU cache, so a window recomputed after eviction,
+or reached by random access, gives the same pixels as a sequential pass.
 
 Inside, the clip is float RGB; the result goes back to the input's format. Frames whose clean
 version has no face are returned untouched (not even converted), as the input frame.
@@ -22,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
+from .engine import FrameStats, Protector
+from .engine.chunks import DEFAULT_CHUNK, SCENE_SIMILARITY, protect_window
 from .media import colour
+from .media.frames import planes, write_planes
 
 NAME = "vdf.protect"
-SCENE_SIMILARITY = 0.5  # grey-thumbnail SSIM below which two consecutive frames belong to different chunks
 
 
 def _error(message: str) -> vs.Error:
@@ -81,6 +82,22 @@ def _validate(clip) -> None:
         raise _error(f"the frames ({clip.width}x{clip.height}) are too small to hold a face")
 
 
+def stats_to_props(stats: FrameStats) -> dict:
+    """One frame's engine record as frame props (``VdfStats`` holds the details as JSON)."""
+    return {"VdfFace": int(stats.face), "VdfSteps": stats.steps, "VdfSuccess": int(stats.disrupted),
+            "VdfStats": json.dumps({"steps": stats.steps, "inherited": round(stats.inherited, 4),
+                                    "success": stats.success,
+                                    "measures": {k: round(v, 4) for k, v in stats.measures.items()},
+                                    "seconds": round(stats.seconds, 3)})}
+
+
+def stats_from_props(index: int, props) -> FrameStats:
+    """The engine record of output frame ``index`` back from its props."""
+    details = json.loads(props["VdfStats"])
+    return FrameStats(index, bool(props["VdfFace"]), details["steps"], details["inherited"], details["success"],
+                      details["measures"], seconds=details["seconds"])
+
+
 class _Windows:
     """Protects whole windows on demand, once each, and keeps the last few."""
 
@@ -109,38 +126,23 @@ class _Windows:
     def _compute(self, window: int, frames: list[vs.VideoFrame]) -> list[tuple[np.ndarray, dict]]:
         import torch
 
-        from .engine.metrics import grey_ssim
-
         started = time.perf_counter()
-        source = torch.from_numpy(np.stack([np.stack([np.asarray(f[p]) for p in range(3)]) for f in frames]))
+        source = torch.from_numpy(np.stack([np.stack(planes(f)) for f in frames]))
         clean = source.clamp(0, 1)
-        similar = grey_ssim(clean[1:], clean[:-1]) >= self.similarity if len(frames) > 1 else torch.ones(0, dtype=torch.bool)
-        starts = [0] + [i + 1 for i, same in enumerate(similar.tolist()) if not same]
-        out: list[tuple[np.ndarray, dict]] = []
-        first_frame = window * self.chunk
-        for begin, end in zip(starts, starts[1:] + [len(frames)]):
-            seed = (self.seed * 1_000_003 + first_frame + begin) % 2 ** 31
-            protected, stats = self.protector.protect(clean[begin:end], seed=seed)
-            # Only the change is applied, so pixels the perturbation left alone keep their exact input
-            # value (the engine rounds whole frames to 8-bit levels).
-            change = protected - (clean[begin:end] * 255).round() / 255
-            result = torch.where(change == 0, source[begin:end], source[begin:end] + change)
-            for i, s in enumerate(stats):
-                props = {"VdfChunk": first_frame + begin, "VdfFace": int(s.face), "VdfSteps": s.steps,
-                         "VdfSuccess": int(s.disrupted), "VdfStats": json.dumps(
-                             {"steps": s.steps, "inherited": round(s.inherited, 4), "success": s.success,
-                              "measures": {k: round(v, 4) for k, v in s.measures.items()},
-                              "seconds": round(s.seconds, 3)})}
-                out.append((result[i].numpy(), props))
-        share = (time.perf_counter() - started) / len(out)
-        for _, props in out:
-            props["VdfSeconds"] = share  # this frame's share of computing its chunk
-        return out
+        protected, stats, chunk_starts = protect_window(self.protector, clean, window * self.chunk, self.seed,
+                                                        self.similarity)
+        # Only the change is applied, so pixels the perturbation left alone keep their exact input value
+        # (the engine rounds whole frames to 8-bit levels).
+        change = protected - (clean * 255).round() / 255
+        result = torch.where(change == 0, source, source + change)
+        share = (time.perf_counter() - started) / len(stats)
+        return [(result[i].numpy(), {"VdfChunk": start, **stats_to_props(s), "VdfSeconds": share})
+                for i, (s, start) in enumerate(zip(stats, chunk_starts))]
 
 
 def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str, ...] | str | None = None,
             epsilon: float | None = None, device: str = "auto", seed: int = 0, method: str = "vdf",
-            chunk: int = 24, cache_chunks: int = 3, checkpoint: str | Path | None = None,
+            chunk: int = DEFAULT_CHUNK, cache_chunks: int = 3, checkpoint: str | Path | None = None,
             similarity: float = SCENE_SIMILARITY, max_steps: int | None = None,
             interrupt: threading.Event | None = None) -> vs.VideoNode:
     """Protect ``clip`` against face acquisition; same format, size, length and frame rate.
@@ -158,8 +160,6 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         raise _error("cache_chunks must be at least 1")
     if isinstance(targets, str):
         targets = tuple(t.strip() for t in targets.split(",") if t.strip())
-    from .engine import Protector
-
     try:
         protector = Protector(preset, targets=targets, epsilon=epsilon, device=device, seed=seed, method=method,
                               checkpoint=checkpoint, max_steps=max_steps, interrupt=interrupt)
@@ -185,8 +185,7 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         except Exception as exc:  # noqa: BLE001 - every failure must reach the script as vs.Error
             raise _error(f"frame {n}: {exc.__class__.__name__}: {exc}") from exc
         out = f[0].copy()
-        for plane in range(3):
-            np.copyto(np.asarray(out[plane]), pixels[plane])
+        write_planes(out, pixels)
         out.props.update(props)
         return out
 

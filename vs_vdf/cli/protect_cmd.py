@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..engine.targets import TARGETS
+from ..engine.chunks import DEFAULT_CHUNK, summarise
 from ..engine.presets import PRESETS
 from ..engine.protector import METHODS
 from ..media.writer import BIT_DEPTHS, CODECS, CONTAINERS, CRF_RANGE
@@ -50,7 +51,7 @@ def _bitrate(value: str | None) -> int | None:
 @click.option("--epsilon", type=click.FloatRange(0, 0.25, min_open=True),
               help="L-infinity bound in (0, 0.25], pixel values being 0..1 (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--chunk", type=click.IntRange(1, 256), default=24, show_default=True, help="Lookahead window in frames.")
+@click.option("--chunk", type=click.IntRange(1, 256), default=DEFAULT_CHUNK, show_default=True, help="Lookahead window in frames.")
 @click.option("--max-steps", type=click.IntRange(min=0), help="Optimisation steps per frame at most (default: the preset's).")
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A BiSeNet face-parsing checkpoint (79999_iter.pth) to attack as well.")
@@ -88,8 +89,8 @@ def protect_command(source: Path, output: Path, preset: str, device: str, method
                "seed": seed, "chunk": chunk, "max_steps": max_steps, "checkpoint": str(checkpoint) if checkpoint else None}
     announce_cpu = device == "auto" and resolved.type == "cpu"
     with stop_on_signals() as stop:
-        frames, timing = _run(info, output, container, options, encoding, limit, stop, announce_cpu)
-        summary = _summary(frames)
+        stats, timing = _run(info, output, container, options, encoding, limit, stop, announce_cpu)
+        summary = summarise(stats)
         click.echo(_summary_line(summary), err=True)
         if summary["frames_with_face"] == 0:
             click.echo("warning: no face found in any frame; the frames were passed through unchanged", err=True)
@@ -97,20 +98,13 @@ def protect_command(source: Path, output: Path, preset: str, device: str, method
             click.echo("warning: the engine's check found the protection incomplete on most face frames; "
                        "a stronger preset or more --max-steps protects more", err=True)
         if report is not None:
+            frames = [{"frame": s.index, "face": s.face, "disrupted": s.disrupted, "steps": s.steps,
+                       "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds}
+                      for s in stats]
             document = {"input": str(source), "output": str(output), "options": options,
                         "encoding": vars(encoding), "summary": summary, "timing": timing, "frames": frames}
             write_text_atomically(report, json.dumps(document, indent=1))
     click.echo(f"protected video: {output}")
-
-
-def _summary(frames: list[dict]) -> dict:
-    faces = sum(f["face"] for f in frames)
-    targets = sorted({t for f in frames for t in f["success"]})
-    return {"frames": len(frames), "frames_with_face": faces,
-            "steps_per_face_frame": sum(f["steps"] for f in frames) / max(faces, 1),
-            "all_targets_disrupted_fraction": sum(f["disrupted"] for f in frames) / max(faces, 1),
-            "disrupted_count": {t: sum(f["success"].get(t, False) for f in frames) for t in targets},
-            "disrupted_fraction": {t: sum(f["success"].get(t, False) for f in frames) / max(faces, 1) for t in targets}}
 
 
 def _summary_line(summary: dict) -> str:
@@ -122,15 +116,16 @@ def _summary_line(summary: dict) -> str:
 
 
 def _run(info, output: Path, container: str, options: dict, encoding, limit: int | None, stop: threading.Event,
-         announce_cpu: bool) -> tuple[list[dict], dict]:
-    """Decode, protect and encode; returns the per-frame records and where the time went (seconds)."""
+         announce_cpu: bool) -> tuple[list, dict]:
+    """Decode, protect and encode; returns the engine's record of every frame (``FrameStats``) and where the
+    time went (seconds)."""
     import vapoursynth as vs
     from tqdm import tqdm
 
     from ..media.probe import MediaError
     from ..media.source import open_clip
     from ..media.writer import VideoWriter, atomic_output, plan_output
-    from ..node import protect
+    from ..node import protect, stats_from_props
 
     try:
         clip = open_clip(info)
@@ -156,7 +151,7 @@ def _run(info, output: Path, container: str, options: dict, encoding, limit: int
     except vs.Error as exc:
         raise click.ClickException(str(exc)) from exc
     encoded = _to_picture(protected, picture)
-    frames: list[dict] = []
+    stats = []
     started = time.perf_counter()
     waiting = encoding_time = protecting = 0.0
     with atomic_output(output) as temporary:
@@ -172,11 +167,10 @@ def _run(info, output: Path, container: str, options: dict, encoding, limit: int
                     asked = time.perf_counter()
                     encoding_time += asked - got
                     protecting += float(props["VdfSeconds"])
-                    if announce_cpu and not frames:
+                    if announce_cpu and not stats:
                         bar.write(f"no CUDA GPU found: running on the CPU, about {props['VdfSeconds']:.1f} s per "
                                   f"frame at {clip.width}x{clip.height} (measured on the first chunk)", file=sys.stderr)
-                    frames.append({"frame": len(frames), "face": bool(props["VdfFace"]),
-                                   "disrupted": bool(props["VdfSuccess"]), **json.loads(props["VdfStats"])})
+                    stats.append(stats_from_props(len(stats), props))
                     bar.update()
             closing = time.perf_counter()
             writer.close()
@@ -191,10 +185,10 @@ def _run(info, output: Path, container: str, options: dict, encoding, limit: int
             writer.abort()
             raise
     seconds = time.perf_counter() - started
-    click.echo(f"{len(frames)} frames in {seconds:.1f} s ({len(frames) / seconds:.2f} fps)", err=True)
-    timing = {"total": seconds, "fps": len(frames) / seconds, "protect": protecting,
+    click.echo(f"{len(stats)} frames in {seconds:.1f} s ({len(stats) / seconds:.2f} fps)", err=True)
+    timing = {"total": seconds, "fps": len(stats) / seconds, "protect": protecting,
               "decode_and_convert": max(waiting - protecting, 0.0), "encode": encoding_time}
-    return frames, timing
+    return stats, timing
 
 
 def _end_of_frame(info, index: int):
@@ -221,7 +215,7 @@ def _to_picture(protected, picture):
 def _frames_in_background(clip, stop: threading.Event):
     """(planes, props) of each frame in order, rendered by a helper thread so that the main thread stays free to
     handle signals at once; at most FRAMES_IN_FLIGHT frames wait."""
-    import numpy as np
+    from ..media.frames import planes
 
     ready: queue.Queue = queue.Queue(FRAMES_IN_FLIGHT)
     done = object()
@@ -237,7 +231,7 @@ def _frames_in_background(clip, stop: threading.Event):
     def render() -> None:
         try:
             for frame in clip.frames(close=True):
-                put(([np.array(frame[p]) for p in range(3)], dict(frame.props)))
+                put((planes(frame), dict(frame.props)))
                 if stop.is_set():
                     return
             put(done)

@@ -1,4 +1,5 @@
-"""Decoded frames of a video file as a tensor (evaluation, tests and benchmarks; not the node's path)."""
+"""Frames as arrays: a video file's decoded frames as one tensor (evaluation, tests and benchmarks), and
+the one pair of helpers between VapourSynth frames and numpy planes (the node and the command line)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,18 @@ def read_frames(path: Path | str, count: int | None = None, start: int = 0):
     if not frames:
         raise ValueError(f"{path}: no frames from frame {start}")
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+
+
+def planes(frame) -> list:
+    """Copies of a VapourSynth frame's planes as numpy arrays (the frame may be released afterwards)."""
+    import numpy as np
+
+    return [np.array(frame[plane]) for plane in range(frame.format.num_planes)]
+
+
+def write_planes(frame, arrays) -> None:
+    """Fill a writable VapourSynth frame's planes from arrays of the same shapes."""
+    import numpy as np
+
+    for plane, data in enumerate(arrays):
+        np.copyto(np.asarray(frame[plane]), data)

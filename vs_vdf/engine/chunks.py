@@ -1,0 +1,72 @@
+"""How a video is cut into the chunks the engine protects, how each chunk is seeded, and how per-frame
+records are summed up. The VapourSynth node, the command line and the benchmarks all use this, so a
+chunk protected anywhere gives the same pixels.
+
+A window is ``chunk`` consecutive frames starting at a multiple of ``chunk``; it is split where two
+consecutive frames stop being similar (a cut), and each part is seeded from the seed and the number of
+its first frame, so a part recomputed later, or reached by random access, is identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .metrics import grey_ssim
+from .protector import FrameStats, Protector
+
+DEFAULT_CHUNK = 24  # frames per lookahead window
+SCENE_SIMILARITY = 0.5  # grey-thumbnail SSIM below which two consecutive frames belong to different chunks
+
+
+def chunk_seed(seed: int, first_frame: int) -> int:
+    """The optimisation seed of the chunk that starts at ``first_frame``."""
+    return (seed * 1_000_003 + first_frame) % 2 ** 31
+
+
+def split_at_cuts(frames: torch.Tensor, similarity: float = SCENE_SIMILARITY) -> list[tuple[int, int]]:
+    """(begin, end) of the runs of similar consecutive frames."""
+    if frames.shape[0] < 2:
+        return [(0, frames.shape[0])]
+    similar = grey_ssim(frames[1:], frames[:-1]) >= similarity
+    starts = [0] + [i + 1 for i, same in enumerate(similar.tolist()) if not same]
+    return list(zip(starts, starts[1:] + [frames.shape[0]]))
+
+
+def protect_window(protector: Protector, frames: torch.Tensor, first_frame: int, seed: int,
+                   similarity: float = SCENE_SIMILARITY) -> tuple[torch.Tensor, list[FrameStats], list[int]]:
+    """Protect one window (T x 3 x H x W in [0, 1]) starting at frame ``first_frame`` of the video: split at
+    cuts, each part seeded by its first frame's number. Returns the frames, their records and, per frame,
+    the video frame number its chunk starts at."""
+    outputs, stats, chunk_starts = [], [], []
+    for begin, end in split_at_cuts(frames, similarity):
+        protected, part = protector.protect(frames[begin:end], seed=chunk_seed(seed, first_frame + begin))
+        outputs.append(protected)
+        stats += part
+        chunk_starts += [first_frame + begin] * (end - begin)
+    return torch.cat(outputs), stats, chunk_starts
+
+
+def protect_video(protector: Protector, frames: torch.Tensor, seed: int = 0, chunk: int = DEFAULT_CHUNK,
+                  similarity: float = SCENE_SIMILARITY) -> tuple[torch.Tensor, list[FrameStats]]:
+    """Protect frames held in memory (a short clip, a benchmark) exactly as the node would, window by window."""
+    outputs, stats = [], []
+    for start in range(0, frames.shape[0], chunk):
+        protected, part, _ = protect_window(protector, frames[start:start + chunk], start, seed, similarity)
+        outputs.append(protected)
+        stats += part
+    return torch.cat(outputs), stats
+
+
+def summarise(stats: Sequence[FrameStats]) -> dict:
+    """What the engine's own check found over many frames: counts and fractions of the face frames."""
+    faces = [s for s in stats if s.face]
+    count = max(len(faces), 1)
+    targets = sorted({name for s in faces for name in s.success})
+    disrupted = {name: sum(s.success.get(name, False) for s in faces) for name in targets}
+    return {"frames": len(stats), "frames_with_face": len(faces),
+            "steps_per_face_frame": sum(s.steps for s in faces) / count,
+            "all_targets_disrupted_fraction": sum(s.disrupted for s in faces) / count,
+            "disrupted_count": disrupted,
+            "disrupted_fraction": {name: value / count for name, value in disrupted.items()}}
