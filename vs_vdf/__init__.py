@@ -1,13 +1,16 @@
 """vs-vdf: protect portrait and talking-head videos against 3D talking-face cloning.
 
-Heavy modules (torch, VapourSynth) are imported lazily by the submodules that need them.
+``vs_vdf.protect`` is ``vs_vdf.node.protect`` (the VapourSynth filter), imported on first use so that
+importing the package stays light; ``help(vs_vdf.protect)`` shows its real signature.
 """
 
 __version__ = "0.1.0"
+__all__ = ["protect"]
 
 
-def protect(clip, **options):
-    """Protect a VapourSynth clip; see ``vs_vdf.node.protect`` for the options."""
-    from .node import protect as protect_clip
+def __getattr__(name: str):
+    if name == "protect":
+        from .node import protect
 
-    return protect_clip(clip, **options)
+        return protect
+    raise AttributeError(f"module 'vs_vdf' has no attribute {name!r}")

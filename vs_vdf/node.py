@@ -27,6 +27,7 @@ from .media import colour
 from .media.frames import planes, write_planes
 
 NAME = "vdf.protect"
+PYTHON_ONLY = ("interrupt",)  # options of protect() that a .vpy cannot pass through the native namespace
 
 
 def _error(message: str) -> vs.Error:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import VdfError
+
 LINK_NAME = "libvdf.so"
 
 
-class PluginError(Exception):
+class PluginError(VdfError):
     pass
 
 

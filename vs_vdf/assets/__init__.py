@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from ..errors import VdfError
 from .cache import IntegrityError, Status, asset_path, cache_root, status_of
 from .download import FetchError, MissingToolError, fetch
 from .manifest import Asset, Manifest, ManifestError, Source
@@ -18,7 +19,7 @@ __all__ = [
 _SINGULAR = {"models": "model", "media": "media file"}
 
 
-class AssetUnavailableError(FileNotFoundError):
+class AssetUnavailableError(VdfError, FileNotFoundError):
     """A fetched file is missing or fails its hash; the message says how to fetch it."""
 
 

@@ -16,6 +16,7 @@ import tempfile
 from enum import Enum
 from pathlib import Path
 
+from ..errors import VdfError
 from .manifest import Asset
 
 TEMP_PREFIX = ".partial-"
@@ -93,5 +94,5 @@ def remove_leftovers(root: Path | None = None) -> None:
             leftover.unlink(missing_ok=True)
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(VdfError, RuntimeError):
     """A downloaded archive or an extracted file does not match its pinned hash."""

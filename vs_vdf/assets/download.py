@@ -17,11 +17,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..errors import VdfError
 from . import cache
 from .manifest import Asset, Source
 
 
-class FetchError(RuntimeError):
+class FetchError(VdfError, RuntimeError):
     """A registry client failed or produced something other than the pinned archive."""
 
 

@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import VdfError
+
 KINDS = ("models", "media")
 
 
@@ -49,7 +51,7 @@ class Asset:
     byte_range: tuple[int, int] | None = None
 
 
-class ManifestError(ValueError):
+class ManifestError(VdfError, ValueError):
     """The manifest is malformed or names something it does not define."""
 
 

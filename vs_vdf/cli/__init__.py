@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import click
 
+from ..errors import VdfError
 from .assets_cmd import asset_group
 from .evaluate_cmd import evaluate_command
 from .plugin_cmd import plugin_group
 from .protect_cmd import protect_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The one error boundary: an error vs-vdf raises on purpose is one line on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VdfError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vs-vdf")
 def main() -> None:
     """Protect talking-head videos against 3D talking-face cloning."""

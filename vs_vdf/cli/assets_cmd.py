@@ -36,8 +36,6 @@ def asset_group(kind: str, what: str) -> click.Group:
         selected = _selected(kind, names)
         try:
             outcome = assets.fetch(selected, progress=lambda message: click.echo(message, err=True))
-        except assets.FetchError as exc:
-            raise click.ClickException(str(exc)) from exc
         except assets.IntegrityError as exc:
             raise click.ClickException(f"integrity check failed: {exc}") from exc
         counts = {state: sum(1 for v in outcome.values() if v == state) for state in set(outcome.values())}

@@ -54,19 +54,16 @@ def evaluate_command(clean: Path, protected: Path, json_path: Path | None, html_
     from ..evaluation.evaluate import evaluate
     from ..evaluation.purify import PURIFIERS
     from ..media.frames import read_frames
-    from ..media.probe import MediaError, probe
+    from ..media.probe import probe
     from ..media.writer import write_text_atomically
 
     check_outputs([clean, protected], {"--json": json_path, "--html": html_path}, overwrite)
     pipelines = _names(pipeline, PIPELINE_NAMES, "--pipeline")
     purifications = _names(purify, tuple(PURIFIERS), "--purify")
-    try:
-        resolved = resolve_device(device)
-        fps = probe(clean).average_rate
-        probe(protected)
-        clean_frames, protected_frames = read_frames(clean, frames), read_frames(protected, frames)
-    except (MediaError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    resolved = resolve_device(device)
+    fps = probe(clean).average_rate
+    probe(protected)
+    clean_frames, protected_frames = read_frames(clean, frames), read_frames(protected, frames)
     if clean_frames.shape[1:] != protected_frames.shape[1:]:
         raise click.ClickException(f"frame sizes differ: {tuple(clean_frames.shape[2:])} (clean) and "
                                    f"{tuple(protected_frames.shape[2:])} (protected)")

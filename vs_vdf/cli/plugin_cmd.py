@@ -13,20 +13,14 @@ def plugin_group() -> None:
 @plugin_group.command("install")
 def install_command() -> None:
     """Link the built plugin into VapourSynth's autoload folder."""
-    from ..plugin import PluginError, install
+    from ..plugin import install
 
-    try:
-        click.echo(install())
-    except PluginError as exc:
-        raise click.ClickException(str(exc)) from exc
+    click.echo(install())
 
 
 @plugin_group.command("path")
 def path_command() -> None:
     """Print the built plugin library (for core.std.LoadPlugin or a plugin folder of your own)."""
-    from ..plugin import PluginError, built_library
+    from ..plugin import built_library
 
-    try:
-        click.echo(built_library())
-    except PluginError as exc:
-        raise click.ClickException(str(exc)) from exc
+    click.echo(built_library())

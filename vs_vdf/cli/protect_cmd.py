@@ -74,16 +74,13 @@ def protect_command(source: Path, output: Path, preset: str, device: str, method
     Nothing is written over INPUT, and OUTPUT and the report appear only when complete.
     """
     from ..engine.protector import resolve_device
-    from ..media.probe import MediaError, probe
+    from ..media.probe import probe
     from ..media.writer import Encoding, container_for, write_text_atomically
 
-    try:
-        encoding = Encoding(codec, crf, _bitrate(bitrate), lossless, bit_depth=int(bit_depth))
-        container = container_for(output)
-        resolved = resolve_device(device)
-        info = probe(source)
-    except (MediaError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    encoding = Encoding(codec, crf, _bitrate(bitrate), lossless, bit_depth=int(bit_depth))
+    container = container_for(output)
+    resolved = resolve_device(device)
+    info = probe(source)
     check_outputs([source], {"-o/--output": output, "--report": report}, overwrite)
     options = {"preset": preset, "device": device, "method": method, "targets": targets, "epsilon": epsilon,
                "seed": seed, "chunk": chunk, "max_steps": max_steps, "checkpoint": str(checkpoint) if checkpoint else None}
@@ -122,15 +119,11 @@ def _run(info, output: Path, container: str, options: dict, encoding, limit: int
     import vapoursynth as vs
     from tqdm import tqdm
 
-    from ..media.probe import MediaError
     from ..media.source import open_clip
     from ..media.writer import VideoWriter, atomic_output, plan_output
     from ..node import protect, stats_from_props
 
-    try:
-        clip = open_clip(info)
-    except MediaError as exc:
-        raise click.ClickException(str(exc)) from exc
+    clip = open_clip(info)
     # Bounded memory whatever the length: room for one chunk of float RGB frames, not the core's 4 GB default.
     frame_mb = clip.width * clip.height * 3 * 4 / 2 ** 20
     vs.core.max_cache_size = int(64 + options["chunk"] * frame_mb)

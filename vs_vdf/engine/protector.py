@@ -25,6 +25,10 @@ from .objectives import DEFAULT_TARGETS, Objectives, Reference
 SSIM_FLOOR_WEIGHT = 100.0
 
 
+class DeviceError(VdfError, ValueError):
+    """The device asked for does not exist or cannot be used here."""
+
+
 class Interrupted(VdfError):
     """The caller's interrupt event was set: the chunk was abandoned between two steps."""
 
@@ -54,11 +58,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda[:N]") from exc
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda[:N]") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        raise DeviceError(f"device {device!r} asked for, but CUDA is not available here")
     if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
+        raise DeviceError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
     return resolved
 
 

@@ -20,7 +20,9 @@ def read_frames(path: Path | str, count: int | None = None, start: int = 0):
             if count is not None and len(frames) == count:
                 break
     if not frames:
-        raise ValueError(f"{path}: no frames from frame {start}")
+        from .probe import MediaError
+
+        raise MediaError(f"{path}: no frames from frame {start}")
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
 
 

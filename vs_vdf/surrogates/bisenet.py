@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import VdfError
+
 CLASSES = 19
 INPUT_SIZE = 512
 FACE_CLASSES = tuple(range(1, 14))  # skin, brows, eyes, glasses, ears, earring, nose, mouth, lips
@@ -20,7 +22,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VdfError, ValueError):
     """The BiSeNet checkpoint is missing, unreadable or of another architecture."""
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 import tflite
 
+from ..errors import VdfError
 from .tf_padding import pad_same
 
 _OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
@@ -34,7 +35,7 @@ _NUMPY_TYPES = {
 _SAME = tflite.Padding.SAME
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(VdfError, ValueError):
     """The `.tflite` file uses an operator or layout this executor does not translate."""
 
 
