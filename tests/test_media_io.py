@@ -43,6 +43,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
         "full.mp4": ["-i", franck, "-frames:v", "4", "-vf", "scale=out_range=pc", "-pix_fmt", "yuvj420p",
                      "-color_range", "pc", "-c:v", "libx264", "-crf", "12"],
         "rgb.mkv": ["-i", franck, "-frames:v", "3", "-pix_fmt", "bgr0", "-c:v", "ffv1"],
+        "smpte240m.mp4": ["-i", franck, "-frames:v", "3", "-vf", "scale=out_color_matrix=smpte240m",
+                          "-colorspace", "smpte240m", "-c:v", "libx264", "-crf", "12"],
         "odd444.mp4": ["-i", franck, "-frames:v", "3", "-vf", "scale=321:257", "-pix_fmt", "yuv444p", "-c:v", "libx264"],
         "odd420.mkv": ["-i", franck, "-frames:v", "3", "-vf", "scale=321:257", "-pix_fmt", "yuv420p", "-c:v", "ffv1"],
         "ten.mp4": ["-i", franck, "-frames:v", "3", "-pix_fmt", "yuv420p10le", "-c:v", "libx264"],
@@ -214,6 +216,14 @@ def test_full_range_and_rgb_sources_keep_their_colours_and_tags(name, range_code
         assert context.color_range == range_code
         assert context.colorspace == 6  # BT.601 for SD, never the RGB "matrix" on YUV data
     assert psnr(rgb_frames(output), rgb_frames(source)) > 38  # was 28 dB (washed out) for full range
+
+
+def test_a_less_common_matrix_is_read_and_written_with_itself(media, tmp_path):
+    output = tmp_path / "out.mp4"
+    assert protect(media["smpte240m.mp4"], output).exit_code == 0
+    with av.open(str(output)) as container:
+        assert container.streams.video[0].codec_context.colorspace == 7  # SMPTE 240M, not the 601 fallback
+    assert psnr(rgb_frames(output), rgb_frames(media["smpte240m.mp4"])) > 38
 
 
 def test_the_node_keeps_one_colour_range_for_face_and_faceless_frames(tmp_path):

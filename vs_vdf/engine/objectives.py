@@ -140,7 +140,7 @@ class Objectives:
         if "mtcnn" in names:
             out["mtcnn"] = self._mtcnn_loss(frames, ref)
         if "selfie_segmentation" in names:
-            person = (ref.person > 0.5).float()
+            person = (ref.person > models["selfie_segmentation"].threshold).float()
             probability = models["selfie_segmentation"](frames).clamp(max=1 - 1e-4)
             out["selfie_segmentation"] = (-torch.log1p(-probability) * person).flatten(1).sum(1) / \
                 person.flatten(1).sum(1).clamp(min=1)

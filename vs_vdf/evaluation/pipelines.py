@@ -88,8 +88,8 @@ def ernerf_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fps) -
     segmenter = analyst.objectives.models.get("selfie_segmentation")
     if segmenter is not None:
         sampled = slice(0, None, 20)
-        person_clean = segmenter(seen_clean[sampled]) > 0.5
-        person = segmenter(seen[sampled]) > 0.5
+        person_clean = segmenter(seen_clean[sampled]) > segmenter.threshold
+        person = segmenter(seen[sampled]) > segmenter.threshold
         head_always = person_clean.all(0)  # never background in the clean video: the plate cannot see it
         exposed = (~person).any(0)  # background in at least one protected sample: painted into the plate
         result["background_plate_head_leak"] = float((head_always & exposed).sum() / head_always.sum().clamp(min=1))

@@ -8,7 +8,7 @@ from torch import nn
 
 from .tflite_torch import TFLiteModule
 
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # a pixel is the person above this probability, as MediaPipe's mask is read
 
 
 class SelfieSegmentation(nn.Module):
@@ -17,6 +17,7 @@ class SelfieSegmentation(nn.Module):
         self.name = name
         self.net = TFLiteModule(path)
         self.size = self.net.input_shape[1:3]
+        self.threshold = THRESHOLD
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Differentiable person probability (N x H x W) for frames N x 3 x H x W in [0, 1]; the
