@@ -137,7 +137,7 @@ VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI
     vspapi->registerFunction("Protect",
                              "clip:vnode;preset:data:opt;targets:data:opt;epsilon:float:opt;device:data:opt;"
                              "seed:int:opt;method:data:opt;chunk:int:opt;cache_chunks:int:opt;"
-                             "checkpoint:data:opt;similarity:float:opt;max_steps:int:opt;",
+                             "checkpoint:data:opt;similarity:float:opt;max_steps:int:opt;threads:int:opt;",
                              "clip:vnode;", forward, (void *)"Protect", plugin);
     vspapi->registerFunction("BridgeArguments", "id:int;", "any", bridge_arguments, NULL, plugin);
     vspapi->registerFunction("BridgeReturn", "id:int;clip:vnode:opt;error:data:opt;", "", bridge_return, NULL, plugin);

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,12 +21,13 @@ import numpy as np
 import vapoursynth as vs
 
 from .engine import FrameStats, Protector
-from .engine.chunks import DEFAULT_CHUNK, SCENE_SIMILARITY, protect_window
+from .engine.chunks import DEFAULT_CHUNK, SCENE_SIMILARITY, run_window
+from .engine.targets import parse as parse_targets
 from .media import colour
 from .media.frames import planes, write_planes
 
 NAME = "vdf.protect"
-PYTHON_ONLY = ("interrupt",)  # options of protect() that a .vpy cannot pass through the native namespace
+PYTHON_ONLY = ("interrupt", "workers")  # options of protect() that a .vpy cannot pass through the native namespace
 
 
 def _error(message: str) -> vs.Error:
@@ -100,10 +100,11 @@ def stats_from_props(index: int, props) -> FrameStats:
 
 
 class _Windows:
-    """Protects whole windows on demand, once each, and keeps the last few."""
+    """Protects whole windows on demand, once each, and keeps the last few. ``compute(first_frame, source)``
+    returns a ``WindowResult``: the engine in this process, or a pool of workers elsewhere."""
 
-    def __init__(self, protector, chunk: int, keep: int, seed: int, similarity: float):
-        self.protector, self.chunk, self.keep, self.seed, self.similarity = protector, chunk, keep, seed, similarity
+    def __init__(self, compute, chunk: int, keep: int):
+        self.compute, self.chunk, self.keep = compute, chunk, keep
         self.finished: OrderedDict[int, list[tuple[np.ndarray, dict]]] = OrderedDict()
         self.locks: dict[int, threading.Lock] = {}
         self.guard = threading.Lock()
@@ -125,47 +126,48 @@ class _Windows:
             return result[offset]
 
     def _compute(self, window: int, frames: list[vs.VideoFrame]) -> list[tuple[np.ndarray, dict]]:
-        import torch
-
-        started = time.perf_counter()
-        source = torch.from_numpy(np.stack([np.stack(planes(f)) for f in frames]))
-        clean = source.clamp(0, 1)
-        protected, stats, chunk_starts = protect_window(self.protector, clean, window * self.chunk, self.seed,
-                                                        self.similarity)
-        # Only the change is applied, so pixels the perturbation left alone keep their exact input value
-        # (the engine rounds whole frames to 8-bit levels).
-        change = protected - (clean * 255).round() / 255
-        result = torch.where(change == 0, source, source + change)
-        share = (time.perf_counter() - started) / len(stats)
-        return [(result[i].numpy(), {"VdfChunk": start, **stats_to_props(s), "VdfSeconds": share})
-                for i, (s, start) in enumerate(zip(stats, chunk_starts))]
+        done = self.compute(window * self.chunk, np.stack([np.stack(planes(f)) for f in frames]))
+        share = done.seconds / len(done.stats)  # each frame's share of computing its window
+        return [(done.frames[i], {"VdfChunk": start, **stats_to_props(s), "VdfSeconds": share,
+                                  "VdfWorker": done.worker})
+                for i, (s, start) in enumerate(zip(done.stats, done.chunk_starts))]
 
 
 def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str, ...] | str | None = None,
             epsilon: float | None = None, device: str = "auto", seed: int = 0, method: str = "vdf",
             chunk: int = DEFAULT_CHUNK, cache_chunks: int = 3, checkpoint: str | Path | None = None,
-            similarity: float = SCENE_SIMILARITY, max_steps: int | None = None,
-            interrupt: threading.Event | None = None) -> vs.VideoNode:
+            similarity: float = SCENE_SIMILARITY, max_steps: int | None = None, threads: int | None = None,
+            interrupt: threading.Event | None = None, workers=None) -> vs.VideoNode:
     """Protect ``clip`` against face acquisition; same format, size, length and frame rate.
 
     Frame props on the output: ``VdfChunk`` (first frame of the frame's chunk), ``VdfFace`` (the clean
     frame had a face), ``VdfSteps``, ``VdfSuccess`` (every attacked model disrupted on the engine's
-    check), ``VdfSeconds`` (the frame's share of its chunk's compute time) and ``VdfStats`` (JSON with
-    the per-target details). ``interrupt``, an event set from another thread, stops the work within one
-    optimisation step (the frames being computed then raise ``vs.Error``).
+    check), ``VdfSeconds`` (the frame's share of its window's compute time), ``VdfWorker`` (host:pid that
+    computed it) and ``VdfStats`` (JSON with the per-target details). ``interrupt``, an event set from another thread, stops the work within one
+    optimisation step (the frames being computed then raise ``vs.Error``). ``threads`` fixes torch's CPU
+    threads per window (output is identical for equal ``threads``; None: torch's default). ``workers``, a
+    ``vs_vdf.cluster.WorkerPool`` made with the same options, computes the windows instead of this process.
     """
     _validate(clip)
     if not 1 <= chunk <= 256:
         raise _error(f"chunk must be between 1 and 256 frames, got {chunk}")
     if cache_chunks < 1:
         raise _error("cache_chunks must be at least 1")
-    if isinstance(targets, str):
-        targets = tuple(t.strip() for t in targets.split(",") if t.strip())
     try:
-        protector = Protector(preset, targets=targets, epsilon=epsilon, device=device, seed=seed, method=method,
-                              checkpoint=checkpoint, max_steps=max_steps, interrupt=interrupt)
-    except (ValueError, OSError) as exc:
+        targets = parse_targets(targets)
+    except ValueError as exc:
         raise _error(str(exc)) from exc
+    if workers is not None:
+        compute = workers.compute
+    else:
+        try:
+            protector = Protector(preset, targets=targets, epsilon=epsilon, device=device, seed=seed, method=method,
+                                  checkpoint=checkpoint, max_steps=max_steps, interrupt=interrupt, threads=threads)
+        except (ValueError, OSError) as exc:
+            raise _error(str(exc)) from exc
+
+        def compute(first_frame: int, source: np.ndarray):
+            return run_window(protector, source, first_frame, seed, similarity)
     rgbs, conversion = _to_rgbs(clip)
     count = clip.num_frames
     # window_clips[j][n] is frame (n // chunk) * chunk + j: the whole window of n, prefetched by the core.
@@ -176,7 +178,7 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         if repeated.num_frames < count:
             repeated = repeated + repeated[-1] * (count - repeated.num_frames)
         window_clips.append(repeated[:count])
-    windows = _Windows(protector, chunk, cache_chunks, seed, similarity)
+    windows = _Windows(compute, chunk, cache_chunks)
 
     def run(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         window, offset = divmod(n, chunk)

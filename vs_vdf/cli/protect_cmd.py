@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..engine.targets import TARGETS
-from ..engine.chunks import DEFAULT_CHUNK, summarise
+from ..engine.chunks import DEFAULT_CHUNK, SCENE_SIMILARITY, summarise
 from ..engine.presets import PRESETS
 from ..engine.protector import METHODS
 from ..media.writer import BIT_DEPTHS, CODECS, CONTAINERS, CRF_RANGE
@@ -40,9 +40,10 @@ def _bitrate(value: str | None) -> int | None:
 
 
 @click.command("protect")
-@click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("sources", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help=f"The protected video to write ({', '.join(CONTAINERS)}).")
+              help=f"The protected video to write ({', '.join(CONTAINERS)}); with a folder or several inputs, "
+                   "the folder to write them (and a report for each) into.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="balanced", show_default=True, help=PRESET_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--method", type=click.Choice(list(METHODS)), default="vdf", show_default=True)
@@ -65,28 +66,115 @@ def _bitrate(value: str | None) -> int | None:
 @click.option("--frames", "limit", type=click.IntRange(min=1), help="Only the first N frames (and the audio under them).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT and the report if they exist.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write per-frame statistics and the options as JSON.")
-def protect_command(source: Path, output: Path, preset: str, device: str, method: str, targets: str | None,
-                    epsilon: float | None, seed: int, chunk: int, max_steps: int | None, checkpoint: Path | None,
-                    codec: str, crf: float, bitrate: str | None, lossless: bool, bit_depth: str, limit: int | None,
-                    overwrite: bool, report: Path | None) -> None:
+@click.option("--workers", type=click.IntRange(min=1), help="Protect the chunks on N Ray workers (a local Ray instance "
+                                                          "is started for the run unless --ray-address is given).")
+@click.option("--ray-address", help="Join an existing Ray cluster (for example ray://head:10001 or auto).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per chunk on the CPU (default: all "
+              "cores in one process, 1 per Ray worker). Output is identical for equal --threads.")
+def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device: str, method: str,
+                    targets: str | None, epsilon: float | None, seed: int, chunk: int, max_steps: int | None,
+                    checkpoint: Path | None, codec: str, crf: float, bitrate: str | None, lossless: bool,
+                    bit_depth: str, limit: int | None, overwrite: bool, report: Path | None, workers: int | None,
+                    ray_address: str | None, threads: int | None) -> None:
     """Protect the faces in INPUT and write OUTPUT (H.264 yuv420p CRF 18 unless told otherwise).
 
-    Nothing is written over INPUT, and OUTPUT and the report appear only when complete.
+    INPUT may be a folder (every video directly inside it) or several files; OUTPUT is then a folder, each
+    video gets a report beside it, and videos already protected with the same settings are skipped, so an
+    interrupted batch resumes. Nothing is written over an input, and outputs and reports appear only when
+    complete.
     """
     from ..engine.protector import resolve_device
-    from ..media.probe import probe
-    from ..media.writer import Encoding, container_for, write_text_atomically
+    from ..engine.targets import parse as parse_targets
+    from ..media.writer import Encoding
 
     encoding = Encoding(codec, crf, _bitrate(bitrate), lossless, bit_depth=int(bit_depth))
-    container = container_for(output)
     resolved = resolve_device(device)
-    info = probe(source)
-    check_outputs([source], {"-o/--output": output, "--report": report}, overwrite)
+    try:
+        parse_targets(targets)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--targets") from None
     options = {"preset": preset, "device": device, "method": method, "targets": targets, "epsilon": epsilon,
                "seed": seed, "chunk": chunk, "max_steps": max_steps, "checkpoint": str(checkpoint) if checkpoint else None}
-    announce_cpu = device == "auto" and resolved.type == "cpu"
+    batch = len(sources) > 1 or sources[0].is_dir()
+    if batch and report is not None:
+        raise click.UsageError("--report names one file; with several inputs each video gets its report beside it")
+    pool_size = workers or (1 if ray_address else None)
+    job = _Job(options, encoding, limit, overwrite, announce_cpu=device == "auto" and resolved.type == "cpu")
     with stop_on_signals() as stop:
-        stats, timing = _run(info, output, container, options, encoding, limit, stop, announce_cpu)
+        job.stop = stop
+        if pool_size is None:
+            job.options["threads"] = threads
+        else:
+            from ..cluster import WorkerPool
+
+            click.echo(f"starting {pool_size} Ray worker(s){f' on {ray_address}' if ray_address else ''}", err=True)
+            job.pool = WorkerPool(pool_size, {k: v for k, v in options.items() if k != "chunk"} |
+                                  {"similarity": SCENE_SIMILARITY}, address=ray_address, threads=threads or 1)
+            job.options["threads"] = threads or 1  # recorded in the report; the workers run with it
+        try:
+            if batch:
+                _protect_many(job, sources, output)
+            else:
+                job.protect_file(sources[0], output, report)
+        finally:
+            if job.pool is not None:
+                job.pool.close()
+
+
+def _protect_many(job: "_Job", sources: tuple[Path, ...], folder: Path) -> None:
+    """Every input into ``folder``, skipping the ones already done; fails at the end if any failed."""
+    from .batch import inputs_of, is_done, output_for
+
+    if folder.exists() and not folder.is_dir():
+        raise click.ClickException(f"-o/--output {folder} is a file; with several inputs it must be a folder")
+    if not folder.parent.is_dir():
+        raise click.ClickException(f"cannot write into {folder}: the folder {folder.parent} does not exist")
+    folder.mkdir(exist_ok=True)
+    files = inputs_of(sources)
+    if not files:
+        raise click.ClickException(f"no videos in {', '.join(map(str, sources))}")
+    settings = {"options": job.options, "encoding": vars(job.encoding), "frames_limit": job.limit}
+    done = skipped = 0
+    failed: list[str] = []
+    for number, source in enumerate(files, 1):
+        video, report = output_for(source, folder)
+        if is_done(video, report, source, settings):
+            click.echo(f"[{number}/{len(files)}] {source.name}: already protected, skipped", err=True)
+            skipped += 1
+            continue
+        click.echo(f"[{number}/{len(files)}] {source.name} -> {video}", err=True)
+        try:
+            job.protect_file(source, video, report, overwrite=True, label=source.name)
+            done += 1
+        except click.ClickException as exc:
+            click.echo(f"error: {source.name}: {exc.format_message()}", err=True)
+            failed.append(source.name)
+    click.echo(f"batch: {len(files)} videos: {done} protected, {skipped} skipped (already done), "
+               f"{len(failed)} failed", err=True)
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(files)} videos failed: {', '.join(failed)}")
+
+
+class _Job:
+    """The settings shared by every file of one run, and how one file is protected."""
+
+    def __init__(self, options: dict, encoding, limit: int | None, overwrite: bool, announce_cpu: bool):
+        self.options, self.encoding, self.limit, self.overwrite = options, encoding, limit, overwrite
+        self.announce_cpu = announce_cpu
+        self.pool = None
+        self.stop: threading.Event | None = None
+
+    def protect_file(self, source: Path, output: Path, report: Path | None, overwrite: bool | None = None,
+                     label: str = "protect") -> None:
+        from ..media.probe import probe
+        from ..media.writer import container_for, write_text_atomically
+
+        container = container_for(output)
+        info = probe(source)
+        check_outputs([source], {"-o/--output": output, "--report": report},
+                      self.overwrite if overwrite is None else overwrite)
+        stats, timing = _run(info, output, container, self, label)
+        self.announce_cpu = False  # once per run
         summary = summarise(stats)
         click.echo(_summary_line(summary), err=True)
         if summary["frames_with_face"] == 0:
@@ -98,10 +186,11 @@ def protect_command(source: Path, output: Path, preset: str, device: str, method
             frames = [{"frame": s.index, "face": s.face, "disrupted": s.disrupted, "steps": s.steps,
                        "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds}
                       for s in stats]
-            document = {"input": str(source), "output": str(output), "options": options,
-                        "encoding": vars(encoding), "summary": summary, "timing": timing, "frames": frames}
+            document = {"input": str(source), "output": str(output), "complete": True, "options": self.options,
+                        "encoding": vars(self.encoding), "frames_limit": self.limit, "summary": summary,
+                        "timing": timing, "frames": frames}
             write_text_atomically(report, json.dumps(document, indent=1))
-    click.echo(f"protected video: {output}")
+        click.echo(f"protected video: {output}")
 
 
 def _summary_line(summary: dict) -> str:
@@ -112,8 +201,7 @@ def _summary_line(summary: dict) -> str:
     return f"engine check: {found}; {summary['frames'] - faces} frames without a face"
 
 
-def _run(info, output: Path, container: str, options: dict, encoding, limit: int | None, stop: threading.Event,
-         announce_cpu: bool) -> tuple[list, dict]:
+def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[list, dict]:
     """Decode, protect and encode; returns the engine's record of every frame (``FrameStats``) and where the
     time went (seconds)."""
     import vapoursynth as vs
@@ -124,43 +212,50 @@ def _run(info, output: Path, container: str, options: dict, encoding, limit: int
     from ..node import protect, stats_from_props
 
     clip = open_clip(info)
-    # Bounded memory whatever the length: room for one chunk of float RGB frames, not the core's 4 GB default.
+    chunk = job.options["chunk"]
+    # Windows computed at once: one here, or one per worker plus the next one waiting.
+    windows = 1 if job.pool is None else len(job.pool.workers) + 1
+    # Bounded memory whatever the length: room for those windows of float RGB frames, not the core's 4 GB default.
     frame_mb = clip.width * clip.height * 3 * 4 / 2 ** 20
-    vs.core.max_cache_size = int(64 + options["chunk"] * frame_mb)
+    vs.core.max_cache_size = int(64 + (windows + 1) * chunk * frame_mb)
+    vs.core.num_threads = max(vs.core.num_threads, windows * chunk if windows > 1 else 0)
     if clip.num_frames != info.frame_count:
         raise click.ClickException(f"{info.path}: {clip.num_frames} frames decoded but {info.frame_count} shown by "
                                    "the stream; the input looks damaged")
     audio_end = None
+    limit = job.limit
     if limit is not None and limit < clip.num_frames:
         clip = clip[:limit]  # before protecting, so no chunk reaches past the frames written
         audio_end = _end_of_frame(info, limit - 1)
         info.timestamps = info.timestamps[:limit]
     picture = plan_output(info, clip.width, clip.height, clip.get_frame(0).props, clip.format.color_family == vs.RGB,
-                          encoding)
+                          job.encoding)
     for notice in picture.notices:
         click.echo(f"note: {notice}", err=True)
     try:
-        protected = protect(clip, **options, interrupt=stop)
+        protected = protect(clip, **job.options, interrupt=job.stop, workers=job.pool, cache_chunks=windows + 2)
     except vs.Error as exc:
         raise click.ClickException(str(exc)) from exc
     encoded = _to_picture(protected, picture)
     stats = []
+    per_worker: dict[str, float] = {}  # host:pid -> seconds of protection computed there
     started = time.perf_counter()
     waiting = encoding_time = protecting = 0.0
     with atomic_output(output) as temporary:
-        writer = VideoWriter(temporary, container, info, encoding, picture, audio_end,
+        writer = VideoWriter(temporary, container, info, job.encoding, picture, audio_end,
                              warn=lambda message: click.echo(f"warning: {message}", err=True))
         try:
-            with tqdm(total=encoded.num_frames, unit="frame", file=sys.stderr, desc="protect", dynamic_ncols=True) as bar:
+            with tqdm(total=encoded.num_frames, unit="frame", file=sys.stderr, desc=label, dynamic_ncols=True) as bar:
                 asked = time.perf_counter()
-                for planes, props in _frames_in_background(encoded, stop):
+                for planes, props in _frames_in_background(encoded, job.stop, windows * chunk if job.pool else None):
                     got = time.perf_counter()
                     waiting += got - asked
                     writer.write(planes)
                     asked = time.perf_counter()
                     encoding_time += asked - got
                     protecting += float(props["VdfSeconds"])
-                    if announce_cpu and not stats:
+                    per_worker[props["VdfWorker"]] = per_worker.get(props["VdfWorker"], 0.0) + props["VdfSeconds"]
+                    if job.announce_cpu and not stats:
                         bar.write(f"no CUDA GPU found: running on the CPU, about {props['VdfSeconds']:.1f} s per "
                                   f"frame at {clip.width}x{clip.height} (measured on the first chunk)", file=sys.stderr)
                     stats.append(stats_from_props(len(stats), props))
@@ -180,7 +275,7 @@ def _run(info, output: Path, container: str, options: dict, encoding, limit: int
     seconds = time.perf_counter() - started
     click.echo(f"{len(stats)} frames in {seconds:.1f} s ({len(stats) / seconds:.2f} fps)", err=True)
     timing = {"total": seconds, "fps": len(stats) / seconds, "protect": protecting,
-              "decode_and_convert": max(waiting - protecting, 0.0), "encode": encoding_time}
+              "decode_and_convert": max(waiting - protecting, 0.0), "encode": encoding_time, "workers": per_worker}
     return stats, timing
 
 
@@ -205,9 +300,11 @@ def _to_picture(protected, picture):
     return protected.resize.Bicubic(format=target.id, **conversion)
 
 
-def _frames_in_background(clip, stop: threading.Event):
+def _frames_in_background(clip, stop: threading.Event, ahead: int | None):
     """(planes, props) of each frame in order, rendered by a helper thread so that the main thread stays free to
-    handle signals at once; at most FRAMES_IN_FLIGHT frames wait."""
+    handle signals at once; ``ahead`` frames are requested in advance (whole windows for parallel workers;
+    None: VapourSynth's default) and
+    at most FRAMES_IN_FLIGHT finished frames wait for the encoder."""
     from ..media.frames import planes
 
     ready: queue.Queue = queue.Queue(FRAMES_IN_FLIGHT)
@@ -223,7 +320,7 @@ def _frames_in_background(clip, stop: threading.Event):
 
     def render() -> None:
         try:
-            for frame in clip.frames(close=True):
+            for frame in clip.frames(prefetch=ahead, close=True):
                 put((planes(frame), dict(frame.props)))
                 if stop.is_set():
                     return

@@ -9,8 +9,13 @@ its first frame, so a part recomputed later, or reached by random access, is ide
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .metrics import grey_ssim
@@ -46,6 +51,31 @@ def protect_window(protector: Protector, frames: torch.Tensor, first_frame: int,
         stats += part
         chunk_starts += [first_frame + begin] * (end - begin)
     return torch.cat(outputs), stats, chunk_starts
+
+
+@dataclass
+class WindowResult:
+    """One protected window as the node needs it; plain data, so it can travel between processes."""
+
+    frames: np.ndarray  # T x 3 x H x W float32: the source frames with the change applied
+    stats: list[FrameStats]
+    chunk_starts: list[int]  # per frame, the video frame its chunk starts at
+    seconds: float
+    worker: str  # host:pid that computed it
+
+
+def run_window(protector: Protector, source: np.ndarray, first_frame: int, seed: int,
+               similarity: float = SCENE_SIMILARITY) -> WindowResult:
+    """Protect a window of float RGB frames (T x 3 x H x W, values may stray outside [0, 1] after a colour
+    conversion). Only the change is applied to the source, so pixels the perturbation left alone keep their
+    exact input value (the engine itself rounds whole frames to 8-bit levels)."""
+    started = time.perf_counter()
+    original = torch.from_numpy(source)
+    clean = original.clamp(0, 1)
+    protected, stats, chunk_starts = protect_window(protector, clean, first_frame, seed, similarity)
+    change = protected - (clean * 255).round() / 255
+    frames = torch.where(change == 0, original, original + change).numpy()
+    return WindowResult(frames, stats, chunk_starts, time.perf_counter() - started, f"{socket.gethostname()}:{os.getpid()}")
 
 
 def protect_video(protector: Protector, frames: torch.Tensor, seed: int = 0, chunk: int = DEFAULT_CHUNK,

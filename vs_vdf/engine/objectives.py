@@ -22,7 +22,7 @@ from ..surrogates.boxes import first_or_nan
 from ..surrogates.chain import acquire, scatter_rows
 from . import metrics
 from . import targets as table
-from .targets import DEFAULT_TARGETS, TARGETS
+from .targets import DEFAULT_TARGETS
 
 MESHES = ("facemesh", "facemesh_v1")  # 468 points on the FaceMesh crop
 IBUG68 = ("faceapi68", "faceapi68_tiny")  # 68 points on a square box crop
@@ -77,12 +77,10 @@ class Objectives:
 
     def __init__(self, targets: tuple[str, ...] = DEFAULT_TARGETS, device: str | torch.device = "cpu",
                  checkpoint: Path | str | None = None):
-        unknown = sorted(set(targets) - set(TARGETS))
-        if unknown:
-            raise ValueError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+        targets = table.parse(tuple(targets))
         if not targets:
             raise ValueError("at least one target is needed")
-        self.targets = tuple(targets)
+        self.targets = targets
         needed = {"blazeface_short"} | set(targets)
         if "headpose" in needed:
             needed.add("facemesh")

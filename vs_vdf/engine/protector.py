@@ -72,13 +72,18 @@ class Protector:
     def __init__(self, preset: str = "balanced", *, targets: tuple[str, ...] | None = None,
                  epsilon: float | None = None, device: str | torch.device = "cpu", seed: int = 0, method: str = "vdf",
                  checkpoint: Path | str | None = None, joint: bool = False, max_steps: int | None = None,
-                 interrupt: threading.Event | None = None):
+                 interrupt: threading.Event | None = None, threads: int | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         self.preset = presets.get(preset)
         self.method, self.seed = METHODS[method], seed
         self.joint = joint and self.method.joint
         self.interrupt = interrupt  # set by another thread (a signal handler) to stop within one step
+        # Torch CPU threads for each chunk (None: torch's default). Float results depend on it, so parallel
+        # runs fix it; it is set in the thread that protects, since OpenMP keeps the count per thread.
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads = threads
         self.device = resolve_device(device)
         self.settings = self.method.settings(self.preset)
         self.epsilon = epsilon if epsilon is not None else self.settings.epsilon
@@ -102,6 +107,8 @@ class Protector:
             raise ValueError(f"frames must be a float T x 3 x H x W tensor, got {tuple(frames.shape)} {frames.dtype}")
         if frames.numel() and (frames.min() < 0 or frames.max() > 1):
             raise ValueError("frame values must lie in [0, 1]")
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         clean = frames.to(self.device, torch.float32)
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
         ref = self.objectives.reference(clean)

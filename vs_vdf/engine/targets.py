@@ -60,6 +60,19 @@ TARGETS = tuple(TABLE)
 DEFAULT_TARGETS = tuple(t.name for t in TABLE.values() if not t.transfer and not t.user_file)
 
 
+def parse(names: tuple[str, ...] | str | None) -> tuple[str, ...] | None:
+    """Target names from a tuple or a comma-separated string (None: the default ensemble); unknown names are
+    an error that lists the known ones."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = tuple(name.strip() for name in names.split(",") if name.strip())
+    unknown = sorted(set(names) - set(TARGETS))
+    if unknown:
+        raise ValueError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    return tuple(names)
+
+
 def kind_of(name: str) -> Kind:
     return TABLE[name].kind
 

@@ -1,0 +1,95 @@
+"""Windows computed by long-lived Ray workers: a local Ray instance started for the run, or an existing
+cluster. Each worker loads the models once and protects whole windows; the frames travel through Ray's
+object store, so workers on other machines never need the input file.
+
+Output is byte-identical to a single process with the same options, seed and torch threads per chunk
+(``--threads``): torch's CPU kernels give slightly different floats with a different thread count, so
+workers run with a fixed count (one by default) rather than whatever their machine has.
+A worker that dies mid-window (killed, out of memory) is restarted by Ray and the window is retried on it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+
+from .errors import VdfError
+
+RETRIES = 3  # restarts of a dead worker, and retries of the window it was computing
+
+
+class ClusterError(VdfError):
+    """Ray is missing, cannot be reached, or a window failed on every retry."""
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("--workers and --ray-address need Ray: pip install 'vs-vdf[cluster]' "
+                           "(or pip install ray)") from None
+    return ray
+
+
+class _Worker:
+    """One Ray actor: a Protector made once, then window after window."""
+
+    def __init__(self, options: dict):
+        from .engine import Protector
+        from .engine.targets import parse
+
+        self.seed, self.similarity = options.pop("seed"), options.pop("similarity")
+        options["targets"] = parse(options.get("targets"))
+        self.protector = Protector(options.pop("preset"), seed=self.seed, **options)
+
+    def protect(self, first_frame: int, source: np.ndarray):
+        from .engine.chunks import run_window
+
+        return run_window(self.protector, source, first_frame, self.seed, self.similarity)
+
+
+class WorkerPool:
+    """``compute(first_frame, source)`` for the node, spread over ``workers`` Ray actors. Thread-safe: the
+    VapourSynth threads that wait for different windows each take an idle worker."""
+
+    def __init__(self, workers: int, options: dict, *, address: str | None = None, threads: int = 1):
+        if workers < 1:
+            raise ClusterError(f"--workers must be at least 1, got {workers}")
+        ray = _ray()
+        self.ray = ray
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            try:
+                ray.init(address=address, num_cpus=None if address else workers * threads,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ClusterError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from exc
+        gpus = 1 if str(options.get("device", "cpu")).startswith("cuda") else 0
+        actor = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
+        self.workers = [actor.remote(dict(options, threads=threads)) for _ in range(workers)]
+        self.idle: queue.Queue = queue.Queue()
+        for worker in self.workers:
+            self.idle.put(worker)
+        self.closed = threading.Event()
+
+    def compute(self, first_frame: int, source: np.ndarray):
+        worker = self.idle.get()
+        try:
+            return self.ray.get(worker.protect.remote(first_frame, source))
+        except self.ray.exceptions.RayError as exc:
+            if self.closed.is_set():
+                raise ClusterError("the workers were stopped") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise ClusterError(f"the window at frame {first_frame} failed after {RETRIES} retries: {reason}") from exc
+        finally:
+            self.idle.put(worker)
+
+    def close(self) -> None:
+        """Stop the workers (and the local Ray instance this pool started)."""
+        self.closed.set()
+        for worker in self.workers:
+            self.ray.kill(worker)
+        if self.started_here:
+            self.ray.shutdown()
