@@ -10,6 +10,7 @@ A worker that dies mid-window (killed, out of memory) is restarted by Ray and th
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 
@@ -57,6 +58,7 @@ class WorkerPool:
     def __init__(self, workers: int, options: dict, *, address: str | None = None, threads: int = 1):
         if workers < 1:
             raise ClusterError(f"--workers must be at least 1, got {workers}")
+        os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")  # no thread may quietly start a second Ray
         ray = _ray()
         self.ray = ray
         self.started_here = not ray.is_initialized()
@@ -72,24 +74,45 @@ class WorkerPool:
         self.idle: queue.Queue = queue.Queue()
         for worker in self.workers:
             self.idle.put(worker)
-        self.closed = threading.Event()
+        self.state = threading.Condition()
+        self.closed, self.active = False, 0  # under ``state``: no new window after close; windows under way
+        self.pending: set = set()  # under ``state``: the windows' object references, cancelled on close
 
     def compute(self, first_frame: int, source: np.ndarray):
-        worker = self.idle.get()
+        with self.state:
+            if self.closed:
+                raise ClusterError("the workers were stopped")
+            self.active += 1
+        worker, pending = self.idle.get(), None
         try:
-            return self.ray.get(worker.protect.remote(first_frame, source))
+            with self.state:
+                if self.closed:
+                    raise ClusterError("the workers were stopped")
+                pending = worker.protect.remote(first_frame, source)
+                self.pending.add(pending)
+            return self.ray.get(pending)
         except self.ray.exceptions.RayError as exc:
-            if self.closed.is_set():
+            if self.closed:
                 raise ClusterError("the workers were stopped") from None
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise ClusterError(f"the window at frame {first_frame} failed after {RETRIES} retries: {reason}") from exc
         finally:
             self.idle.put(worker)
+            with self.state:
+                self.pending.discard(pending)
+                self.active -= 1
+                self.state.notify_all()
 
     def close(self) -> None:
-        """Stop the workers (and the local Ray instance this pool started)."""
-        self.closed.set()
+        """Stop the workers, let the windows under way fail fast, then stop the local Ray instance this pool
+        started (a thread still inside Ray while it shuts down would bring the process down)."""
+        with self.state:
+            self.closed = True
+            for pending in self.pending:
+                self.ray.cancel(pending)
         for worker in self.workers:
-            self.ray.kill(worker)
+            self.ray.kill(worker, no_restart=True)
+        with self.state:
+            self.state.wait_for(lambda: self.active == 0, timeout=30)
         if self.started_here:
             self.ray.shutdown()

@@ -303,15 +303,16 @@ def _to_picture(protected, picture):
 def _frames_in_background(clip, stop: threading.Event, ahead: int | None):
     """(planes, props) of each frame in order, rendered by a helper thread so that the main thread stays free to
     handle signals at once; ``ahead`` frames are requested in advance (whole windows for parallel workers;
-    None: VapourSynth's default) and
-    at most FRAMES_IN_FLIGHT finished frames wait for the encoder."""
+    None: VapourSynth's default) and at most FRAMES_IN_FLIGHT finished frames wait for the encoder. ``stop``
+    (the run's stop signal) ends the helper too."""
     from ..media.frames import planes
 
     ready: queue.Queue = queue.Queue(FRAMES_IN_FLIGHT)
     done = object()
+    leaving = threading.Event()  # this file's loop has ended, however
 
     def put(item) -> None:
-        while not stop.is_set():
+        while not (stop.is_set() or leaving.is_set()):
             try:
                 ready.put(item, timeout=0.2)
                 return
@@ -322,7 +323,7 @@ def _frames_in_background(clip, stop: threading.Event, ahead: int | None):
         try:
             for frame in clip.frames(prefetch=ahead, close=True):
                 put((planes(frame), dict(frame.props)))
-                if stop.is_set():
+                if stop.is_set() or leaving.is_set():
                     return
             put(done)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
@@ -339,5 +340,5 @@ def _frames_in_background(clip, stop: threading.Event, ahead: int | None):
                 raise item
             yield item
     finally:
-        stop.set()  # whatever ended the loop, the helper stops too
-        worker.join(timeout=30)
+        leaving.set()
+        worker.join(timeout=2)  # on a stop it may still wait on a window; it is a daemon and ends with it
