@@ -126,13 +126,14 @@ def run_worker(args, frames: int, height: int | None) -> dict:
     return result
 
 
-def end_to_end(args, folder: Path) -> dict:
+def end_to_end(args, folder: Path, *extra: str) -> dict:
+    """`vdf protect` on the e2e clip, with ``extra`` options (for example --workers 2)."""
     report = folder / "e2e-report.json"
     output = folder / "e2e.mp4"
     command = [str(ROOT / ".venv" / "bin" / "vdf"), "protect", str(samples.path(args.e2e_clip)), "-o", str(output),
                "--overwrite", "--frames", str(args.e2e_frames), "--preset", args.preset, "--device", args.device,
-               "--report", str(report)]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+               "--report", str(report), *extra]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     timing = json.loads(report.read_text())["timing"]
     output.unlink(missing_ok=True)
     total = timing["total"]
@@ -140,19 +141,35 @@ def end_to_end(args, folder: Path) -> dict:
             "share": {stage: timing[stage] / total for stage in ("decode_and_convert", "protect", "encode")}}
 
 
+def worker_scaling(args, folder: Path) -> dict:
+    """End to end with 1, 2, ... Ray workers of one torch thread each (byte-identical outputs), and the speed-up
+    over one worker; the Ray start-up is part of each run's wall time."""
+    points = {}
+    for count in (int(n) for n in args.workers.split(",")):
+        started = time.perf_counter()
+        run = end_to_end(args, folder, "--workers", str(count), "--threads", "1")
+        points[count] = {"fps": run["fps"], "wall_seconds": time.perf_counter() - started}
+    first = points[min(points)]["fps"]
+    for point in points.values():
+        point["speedup"] = point["fps"] / first
+    return points
+
+
 def markdown(result: dict) -> str:
     lines = [f"Machine: {result['machine']}; clip `{result['clip']}`, {result['frames']} frames, preset "
-             f"`{result['preset']}`, targets `{result['targets']}`.", "",
-             "| method | s/frame | steps/frame | fwd evals/frame | fwd+bwd evals/frame | "
-             "disrupted after ER-NeRF path | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|---|"]
+             f"`{result['preset']}`, targets `{result['targets']}`."]
+    if result["methods"]:
+        lines += ["", "| method | s/frame | steps/frame | fwd evals/frame | fwd+bwd evals/frame | "
+                  "disrupted after ER-NeRF path | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|---|"]
     for name, m in result["methods"].items():
         disrupted = ", ".join(f"{k} {v:.2f}" for k, v in m["disrupted_after_ernerf"].items())
         lines.append(f"| {name} | {m['seconds_per_frame']:.2f} | {m['steps_per_frame']:.1f} | "
                      f"{m['forward_per_frame']:.0f} | {m['forward_backward_per_frame']:.0f} | {disrupted} | "
                      f"{m['psnr_db']:.1f} | {m['ssim']:.3f} |")
-    lines += ["", *[f"- {line}" for line in result["speedups"]], "",
-              "Scaling and end to end use the default ensemble of targets.", "",
-              "| scaling point | s/frame | steps/frame | peak RSS MB |", "|---|---|---|---|"]
+    if result["scaling"]:
+        lines += ["", *[f"- {line}" for line in result["speedups"]], "",
+                  "Scaling and end to end use the default ensemble of targets.", "",
+                  "| scaling point | s/frame | steps/frame | peak RSS MB |", "|---|---|---|---|"]
     for label, point in result["scaling"].items():
         steps = point.get("steps_per_frame")
         lines.append(f"| {label} | {point['seconds_per_frame']:.2f} | {'-' if steps is None else f'{steps:.1f}'} | "
@@ -162,6 +179,10 @@ def markdown(result: dict) -> str:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in e2e["share"].items())
         lines += ["", f"End to end (`vdf protect`, {e2e['frames']} frames of `{e2e['clip']}`): "
                       f"{e2e['fps']:.2f} fps; time share: {shares}."]
+    if result.get("workers"):
+        lines += ["", "| Ray workers (1 torch thread each) | fps | speed-up | wall s (with Ray start) |", "|---|---|---|---|"]
+        for count, point in result["workers"].items():
+            lines.append(f"| {count} | {point['fps']:.2f} | {point['speedup']:.2f}x | {point['wall_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,6 +201,8 @@ def main() -> int:
     parser.add_argument("--scale-height-frames", type=int, default=8)
     parser.add_argument("--e2e-clip", default="wolfgang")
     parser.add_argument("--e2e-frames", type=int, default=48)
+    parser.add_argument("--workers", default="1,2", help="Ray worker counts for the scale-out point ('' skips it)")
+    parser.add_argument("--only", choices=("workers",), help="run only this part (and its table)")
     parser.add_argument("--quick", action="store_true", help="fewer frames everywhere (a few minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -195,7 +218,10 @@ def main() -> int:
     args.device = str(device)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine(device), "device": str(device), "clip": args.clip, "frames": args.frames,
-              "preset": args.preset, "targets": args.targets}
+              "preset": args.preset, "targets": args.targets, "methods": {}, "speedups": [], "scaling": {}}
+    if args.only == "workers":
+        result["workers"] = worker_scaling(args, args.out)
+        return report(args, device, result)
     result["methods"] = compare_methods(args, device)
     result["speedups"] = speedups(result["methods"])
     result["scaling"] = {}
@@ -204,7 +230,13 @@ def main() -> int:
     for height in (int(h) for h in args.scale_heights.split(",")):
         result["scaling"][f"{height}p, {args.scale_height_frames} frames"] = run_worker(args, args.scale_height_frames, height)
     result["end_to_end"] = end_to_end(args, args.out)
-    name = f"bench-{device.type}"
+    if args.workers:
+        result["workers"] = worker_scaling(args, args.out)
+    return report(args, device, result)
+
+
+def report(args, device: torch.device, result: dict) -> int:
+    name = f"bench-{device.type}{'-' + args.only if args.only else ''}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
     table = markdown(result)
     (args.out / f"{name}.md").write_text(table)

@@ -10,8 +10,8 @@ A worker that dies mid-window (killed, out of memory) is restarted by Ray and th
 
 from __future__ import annotations
 
+import itertools
 import os
-import queue
 import threading
 
 import numpy as np
@@ -52,8 +52,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """``compute(first_frame, source)`` for the node, spread over ``workers`` Ray actors. Thread-safe: the
-    VapourSynth threads that wait for different windows each take an idle worker."""
+    """``submit(first_frame, source)`` for the node, spread over ``workers`` Ray actors in turn (thread-safe)."""
 
     def __init__(self, workers: int, options: dict, *, address: str | None = None, threads: int = 1):
         if workers < 1:
@@ -64,32 +63,33 @@ class WorkerPool:
         self.started_here = not ray.is_initialized()
         if self.started_here:
             try:
-                ray.init(address=address, num_cpus=None if address else workers * threads,
+                ray.init(address=address or "local", num_cpus=None if address else workers * threads,
                          include_dashboard=False, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ClusterError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from exc
         gpus = 1 if str(options.get("device", "cpu")).startswith("cuda") else 0
         actor = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
         self.workers = [actor.remote(dict(options, threads=threads)) for _ in range(workers)]
-        self.idle: queue.Queue = queue.Queue()
-        for worker in self.workers:
-            self.idle.put(worker)
+        self.size = workers
+        self.turn = itertools.count()  # windows go to the workers in turn; each queues its own
         self.state = threading.Condition()
-        self.closed, self.active = False, 0  # under ``state``: no new window after close; windows under way
+        self.closed, self.active = False, 0  # under ``state``: no new window after close; windows awaited
         self.pending: set = set()  # under ``state``: the windows' object references, cancelled on close
 
-    def compute(self, first_frame: int, source: np.ndarray):
+    def submit(self, first_frame: int, source: np.ndarray):
+        """Send a window to the next worker; returns a function that waits for its ``WindowResult``."""
         with self.state:
             if self.closed:
                 raise ClusterError("the workers were stopped")
+            worker = self.workers[next(self.turn) % self.size]
+            pending = worker.protect.remote(first_frame, source)
+            self.pending.add(pending)
+        return lambda: self._wait(pending, first_frame)
+
+    def _wait(self, pending, first_frame: int):
+        with self.state:
             self.active += 1
-        worker, pending = self.idle.get(), None
         try:
-            with self.state:
-                if self.closed:
-                    raise ClusterError("the workers were stopped")
-                pending = worker.protect.remote(first_frame, source)
-                self.pending.add(pending)
             return self.ray.get(pending)
         except self.ray.exceptions.RayError as exc:
             if self.closed:
@@ -97,7 +97,6 @@ class WorkerPool:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise ClusterError(f"the window at frame {first_frame} failed after {RETRIES} retries: {reason}") from exc
         finally:
-            self.idle.put(worker)
             with self.state:
                 self.pending.discard(pending)
                 self.active -= 1

@@ -100,16 +100,23 @@ def stats_from_props(index: int, props) -> FrameStats:
 
 
 class _Windows:
-    """Protects whole windows on demand, once each, and keeps the last few. ``compute(first_frame, source)``
-    returns a ``WindowResult``: the engine in this process, or a pool of workers elsewhere."""
+    """Protects whole windows on demand, once each, and keeps the last few.
 
-    def __init__(self, compute, chunk: int, keep: int):
-        self.compute, self.chunk, self.keep = compute, chunk, keep
+    ``submit(first_frame, source)`` starts a window (the engine in this process, or a pool of workers) and
+    returns a function that waits for its ``WindowResult``. VapourSynth runs the callback of one
+    ModifyFrame at a time, so with ``lookahead`` > 0 the next windows are submitted while this one is
+    awaited: that is how several workers compute at once.
+    """
+
+    def __init__(self, submit, chunk: int, keep: int, lookahead: int = 0):
+        self.submit, self.chunk, self.keep, self.lookahead = submit, chunk, keep, lookahead
         self.finished: OrderedDict[int, list[tuple[np.ndarray, dict]]] = OrderedDict()
+        self.started: dict[int, object] = {}  # window -> function waiting for its result
         self.locks: dict[int, threading.Lock] = {}
         self.guard = threading.Lock()
 
-    def frame(self, window: int, offset: int, frames: list[vs.VideoFrame]) -> tuple[np.ndarray, dict]:
+    def frame(self, window: int, offset: int, frames_of) -> tuple[np.ndarray, dict]:
+        """``frames_of(i)``: the frames of window ``window + i`` (i <= lookahead; empty past the end)."""
         with self.guard:
             lock = self.locks.setdefault(window, threading.Lock())
         with lock:
@@ -117,7 +124,7 @@ class _Windows:
                 if window in self.finished:
                     self.finished.move_to_end(window)
                     return self.finished[window][offset]
-            result = self._compute(window, frames)
+            result = self._compute(window, frames_of)
             with self.guard:
                 self.finished[window] = result
                 while len(self.finished) > self.keep:
@@ -125,8 +132,23 @@ class _Windows:
                     self.locks.pop(evicted, None)
             return result[offset]
 
-    def _compute(self, window: int, frames: list[vs.VideoFrame]) -> list[tuple[np.ndarray, dict]]:
-        done = self.compute(window * self.chunk, np.stack([np.stack(planes(f)) for f in frames]))
+    def _start(self, window: int, frames: list[vs.VideoFrame]):
+        return self.submit(window * self.chunk, np.stack([np.stack(planes(f)) for f in frames]))
+
+    def _compute(self, window: int, frames_of) -> list[tuple[np.ndarray, dict]]:
+        with self.guard:
+            wait = self.started.pop(window, None)
+        if wait is None:
+            wait = self._start(window, frames_of(0))
+        for ahead in range(1, self.lookahead + 1):
+            frames = frames_of(ahead)
+            with self.guard:
+                due = frames and window + ahead not in self.started and window + ahead not in self.finished
+            if due:
+                handle = self._start(window + ahead, frames)
+                with self.guard:
+                    self.started[window + ahead] = handle
+        done = wait()
         share = done.seconds / len(done.stats)  # each frame's share of computing its window
         return [(done.frames[i], {"VdfChunk": start, **stats_to_props(s), "VdfSeconds": share,
                                   "VdfWorker": done.worker})
@@ -157,8 +179,9 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         targets = parse_targets(targets)
     except ValueError as exc:
         raise _error(str(exc)) from exc
+    lookahead = 0
     if workers is not None:
-        compute = workers.compute
+        submit, lookahead = workers.submit, workers.size - 1
     else:
         try:
             protector = Protector(preset, targets=targets, epsilon=epsilon, device=device, seed=seed, method=method,
@@ -166,25 +189,31 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         except (ValueError, OSError) as exc:
             raise _error(str(exc)) from exc
 
-        def compute(first_frame: int, source: np.ndarray):
-            return run_window(protector, source, first_frame, seed, similarity)
+        def submit(first_frame: int, source: np.ndarray):
+            done = run_window(protector, source, first_frame, seed, similarity)
+            return lambda: done
     rgbs, conversion = _to_rgbs(clip)
     count = clip.num_frames
-    # window_clips[j][n] is frame (n // chunk) * chunk + j: the whole window of n, prefetched by the core.
+    # window_clips[j][n] is frame (n // chunk) * chunk + j: the window of n and the next ``lookahead`` windows,
+    # prefetched by the core.
     window_clips = []
-    for j in range(min(chunk, count)):
+    for j in range(min(chunk * (1 + lookahead), count)):
         picked = rgbs[j::chunk]
         repeated = vs.core.std.Interleave([picked] * chunk) if chunk > 1 else picked
         if repeated.num_frames < count:
             repeated = repeated + repeated[-1] * (count - repeated.num_frames)
         window_clips.append(repeated[:count])
-    windows = _Windows(compute, chunk, cache_chunks)
+    windows = _Windows(submit, chunk, cache_chunks, lookahead)
 
     def run(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         window, offset = divmod(n, chunk)
-        valid = min(chunk, count - window * chunk)
+
+        def frames_of(ahead: int) -> list[vs.VideoFrame]:
+            first = (window + ahead) * chunk
+            return f[1 + ahead * chunk:1 + ahead * chunk + max(0, min(chunk, count - first))]
+
         try:
-            pixels, props = windows.frame(window, offset, f[1:1 + valid])
+            pixels, props = windows.frame(window, offset, frames_of)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the script as vs.Error
             raise _error(f"frame {n}: {exc.__class__.__name__}: {exc}") from exc
         out = f[0].copy()

@@ -104,6 +104,10 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
         job.stop = stop
         if pool_size is None:
             job.options["threads"] = threads
+            if threads:  # here too, before any model is made: some kernels keep the count they were made with
+                import torch
+
+                torch.set_num_threads(threads)
         else:
             from ..cluster import WorkerPool
 
@@ -213,12 +217,11 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
 
     clip = open_clip(info)
     chunk = job.options["chunk"]
-    # Windows computed at once: one here, or one per worker plus the next one waiting.
-    windows = 1 if job.pool is None else len(job.pool.workers) + 1
+    # Windows held at once: one here, or one per worker plus the one being encoded.
+    windows = 1 if job.pool is None else job.pool.size + 1
     # Bounded memory whatever the length: room for those windows of float RGB frames, not the core's 4 GB default.
     frame_mb = clip.width * clip.height * 3 * 4 / 2 ** 20
     vs.core.max_cache_size = int(64 + (windows + 1) * chunk * frame_mb)
-    vs.core.num_threads = max(vs.core.num_threads, windows * chunk if windows > 1 else 0)
     if clip.num_frames != info.frame_count:
         raise click.ClickException(f"{info.path}: {clip.num_frames} frames decoded but {info.frame_count} shown by "
                                    "the stream; the input looks damaged")
@@ -247,7 +250,7 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
         try:
             with tqdm(total=encoded.num_frames, unit="frame", file=sys.stderr, desc=label, dynamic_ncols=True) as bar:
                 asked = time.perf_counter()
-                for planes, props in _frames_in_background(encoded, job.stop, windows * chunk if job.pool else None):
+                for planes, props in _frames_in_background(encoded, job.stop):
                     got = time.perf_counter()
                     waiting += got - asked
                     writer.write(planes)
@@ -300,11 +303,10 @@ def _to_picture(protected, picture):
     return protected.resize.Bicubic(format=target.id, **conversion)
 
 
-def _frames_in_background(clip, stop: threading.Event, ahead: int | None):
+def _frames_in_background(clip, stop: threading.Event):
     """(planes, props) of each frame in order, rendered by a helper thread so that the main thread stays free to
-    handle signals at once; ``ahead`` frames are requested in advance (whole windows for parallel workers;
-    None: VapourSynth's default) and at most FRAMES_IN_FLIGHT finished frames wait for the encoder. ``stop``
-    (the run's stop signal) ends the helper too."""
+    handle signals at once; at most FRAMES_IN_FLIGHT finished frames wait for the encoder. ``stop`` (the run's
+    stop signal) ends the helper too."""
     from ..media.frames import planes
 
     ready: queue.Queue = queue.Queue(FRAMES_IN_FLIGHT)
@@ -321,7 +323,7 @@ def _frames_in_background(clip, stop: threading.Event, ahead: int | None):
 
     def render() -> None:
         try:
-            for frame in clip.frames(prefetch=ahead, close=True):
+            for frame in clip.frames(close=True):
                 put((planes(frame), dict(frame.props)))
                 if stop.is_set() or leaving.is_set():
                     return
