@@ -104,6 +104,19 @@ def test_ctrl_c_stops_the_workers_and_leaves_nothing(clips, tmp_path):
     assert subprocess.run(["pgrep", "-f", "ray::_Worker"], capture_output=True).returncode != 0  # workers gone
 
 
+def test_a_window_that_fails_every_retry_fails_the_run_and_leaves_nothing(clips, tmp_path):
+    broken = tmp_path / "not-a-checkpoint.pth"
+    broken.write_text("not weights")  # the workers cannot even start with it
+    out = tmp_path / "out"
+    out.mkdir()
+    result = vdf(str(clips["franck"]), "-o", str(out / "o.mp4"), *FAST, "--max-steps", "1", "--workers", "1",
+                 "--targets", "facemesh,bisenet", "--checkpoint", str(broken))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]  # Ray prints the workers' tracebacks above it
+    assert "failed after 3 retries" in last and "not a plain-weights PyTorch checkpoint" in last
+    assert list(out.iterdir()) == []
+
+
 def test_without_ray_the_option_says_how_to_install_it(clips, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     result = CliRunner().invoke(main, ["protect", str(clips["franck"]), "-o", str(tmp_path / "o.mp4"), *FAST,

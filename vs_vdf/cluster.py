@@ -34,6 +34,13 @@ def _ray():
     return ray
 
 
+def _reason(error: Exception) -> str:
+    """The message of the vs-vdf error behind a Ray failure if there is one, else Ray's first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    ours = [line.split("Error: ", 1)[1] for line in lines if line.startswith("vs_vdf.") and "Error: " in line]
+    return ours[-1] if ours else (lines[0] if lines else error.__class__.__name__)
+
+
 class _Worker:
     """One Ray actor: a Protector made once, then window after window."""
 
@@ -58,6 +65,7 @@ class WorkerPool:
         if workers < 1:
             raise ClusterError(f"--workers must be at least 1, got {workers}")
         os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")  # no thread may quietly start a second Ray
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # a window given up on is not reported again
         ray = _ray()
         self.ray = ray
         self.started_here = not ray.is_initialized()
@@ -94,8 +102,8 @@ class WorkerPool:
         except self.ray.exceptions.RayError as exc:
             if self.closed:
                 raise ClusterError("the workers were stopped") from None
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise ClusterError(f"the window at frame {first_frame} failed after {RETRIES} retries: {reason}") from exc
+            raise ClusterError(f"the window at frame {first_frame} failed after {RETRIES} retries: "
+                               f"{_reason(exc)}") from exc
         finally:
             with self.state:
                 self.pending.discard(pending)

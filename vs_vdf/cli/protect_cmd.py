@@ -268,7 +268,7 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
             encoding_time += time.perf_counter() - closing
         except vs.Error as exc:
             writer.abort()
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_filter_message(exc)) from exc
         except OSError as exc:  # disk full, the folder gone, ...: one line, and the partial file removed
             writer.abort()
             raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
@@ -280,6 +280,13 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
     timing = {"total": seconds, "fps": len(stats) / seconds, "protect": protecting,
               "decode_and_convert": max(waiting - protecting, 0.0), "encode": encoding_time, "workers": per_worker}
     return stats, timing
+
+
+def _filter_message(error) -> str:
+    """The filter's own line of a VapourSynth error (VapourSynth appends the Python traceback of the callback)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    ours = [line[line.index("vdf.protect:"):] for line in lines if "vdf.protect:" in line]
+    return ours[-1] if ours else (lines[-1] if lines else error.__class__.__name__)
 
 
 def _end_of_frame(info, index: int):
