@@ -103,7 +103,6 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
     with stop_on_signals() as stop:
         job.stop = stop
         if pool_size is None:
-            job.options["threads"] = threads
             if threads:  # here too, before any model is made: some kernels keep the count they were made with
                 import torch
 
@@ -111,10 +110,11 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
         else:
             from ..cluster import WorkerPool
 
+            threads = threads or 1  # each worker's; recorded in the report's options below
             click.echo(f"starting {pool_size} Ray worker(s){f' on {ray_address}' if ray_address else ''}", err=True)
             job.pool = WorkerPool(pool_size, {k: v for k, v in options.items() if k != "chunk"} |
-                                  {"similarity": SCENE_SIMILARITY}, address=ray_address, threads=threads or 1)
-            job.options["threads"] = threads or 1  # recorded in the report; the workers run with it
+                                  {"similarity": SCENE_SIMILARITY}, address=ray_address, threads=threads)
+        job.options["threads"] = threads
         try:
             if batch:
                 _protect_many(job, sources, output)

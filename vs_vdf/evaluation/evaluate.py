@@ -85,7 +85,7 @@ def one_line(document: dict) -> str:
     """The console summary: fidelity, then the headline disruption figures."""
     models = document["models"]
     psnr = document["fidelity"]["psnr_db"]
-    parts = [f"PSNR {psnr:.1f} dB" if psnr is not None and math.isfinite(psnr) else "PSNR infinite (identical frames)",
+    parts = [f"PSNR {psnr:.1f} dB" if psnr is not None else "PSNR infinite (identical frames)",
              f"SSIM {document['fidelity']['ssim']:.3f}"]
     for name, label in (("facemesh", "FaceMesh disrupted"), ("headpose", "pose disrupted"),
                         ("blazeface_short", "BlazeFace misses")):

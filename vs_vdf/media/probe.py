@@ -33,7 +33,6 @@ class VideoInfo:
     timestamps: list[int]  # presentation timestamps of the frames a player shows, in time_base units, in order
     color: dict[str, int]  # color_range, colorspace, color_primaries, color_trc of the video stream
     audio_streams: int
-    pixel_format: str = "yuv420p"
     bit_depth: int = 8
     has_alpha: bool = False
     rotation: int = 0  # degrees the display matrix turns the stored frames (0, 90, 180 or 270)
@@ -73,9 +72,8 @@ def probe(path: Path) -> VideoInfo:
         except (StopIteration, av.FFmpegError):
             rotation = 0
         color = {name: int(getattr(context, name)) for name in ("color_range", "colorspace", "color_primaries", "color_trc")}
-        pixel_format = context.pix_fmt or "yuv420p"
-        described = av.VideoFormat(pixel_format)
+        described = av.VideoFormat(context.pix_fmt or "yuv420p")
         return VideoInfo(path, context.width, context.height, stream.time_base, stream.average_rate or Fraction(25),
-                         timestamps, color, len(container.streams.audio), pixel_format,
+                         timestamps, color, len(container.streams.audio),
                          max(c.bits for c in described.components),
                          any(c.is_alpha for c in described.components), round(rotation / 90) * 90 % 360)
