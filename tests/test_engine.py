@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics
@@ -71,10 +72,52 @@ def test_an_inherited_perturbation_that_passes_takes_no_steps(frames):
     assert any(s.steps == 0 and s.success["headpose"] for s in stats[1:])
 
 
+def test_cost_follows_the_face_not_the_frame(protector, frames):
+    """Twice and three times the frame size: the chunk is attacked at one working size, on one canvas size."""
+    boxes = protector.objectives.faces(frames[:1])
+    medium = protector.method.canvas(576, 720, boxes * 2)
+    large = protector.method.canvas(864, 1080, boxes * 3)
+    assert max(abs(a - b) for a, b in zip(large.working + large.size, medium.working + medium.size)) <= 1
+    assert medium.working[0] < 576 and medium.size[1] < medium.working[1]
+
+
+def test_the_canvas_follows_the_face(protector, frames):
+    # A wider frame than franck's, so the canvas has room to move; the picture then moves 24 px right.
+    wide = F.pad(frames[:1], (48, 48, 0, 0), mode="replicate")
+    shifted = F.pad(frames[:1], (72, 24, 0, 0), mode="replicate")
+    boxes = protector.objectives.faces(torch.cat([wide, shifted]))
+    canvas = protector.method.canvas(288, 456, boxes)
+    moved = float((boxes[1, 0] + boxes[1, 2] - boxes[0, 0] - boxes[0, 2]) / 2)
+    assert abs(moved - 24) < 4 and abs(int(canvas.origins[1, 0] - canvas.origins[0, 0]) - moved) <= 1
+    assert canvas.origins[1, 1] == canvas.origins[0, 1]
+
+
+def test_large_frames_change_only_inside_the_canvas_and_report_each_frame(protector, frames):
+    large = (F.interpolate(frames[:2], scale_factor=2.5, mode="bicubic", align_corners=False).clamp(0, 1) * 255
+             ).round() / 255
+    done = []
+    out, stats = protector.protect(large, progress=done.append)
+    assert sum(done) == 2 and len(done) == 2  # one call per frame
+    change = out - large
+    assert change.abs().max() <= protector.epsilon + 0.5 / 255 + 1e-6
+    assert change.abs().amax((0, 1))[200:500, 300:600].max() > 0  # on the face
+    changed = change.abs().amax((0, 1)).nonzero()
+    canvas = protector.method.canvas(*large.shape[-2:], protector.objectives.faces(large))
+    assert canvas.working[0] < large.shape[-2]
+    # Every changed pixel lies inside the canvas enlarged to the frame.
+    scale_y, scale_x = large.shape[-2] / canvas.working[0], large.shape[-1] / canvas.working[1]
+    left, top = canvas.origins.amin(0).tolist()
+    right, bottom = (canvas.origins.amax(0) + torch.tensor(canvas.size[::-1])).tolist()
+    assert changed[:, 1].min() >= left * scale_x - 1 and changed[:, 1].max() <= right * scale_x + 1
+    assert changed[:, 0].min() >= top * scale_y - 1 and changed[:, 0].max() <= bottom * scale_y + 1
+    assert all(set(s.success) == {"facemesh", "headpose"} for s in stats)
+
+
 def test_frames_without_a_face_pass_through_unchanged(protector):
     empty = samples.read_frames("no_face", 1)
-    out, stats = protector.protect(empty)
-    assert torch.equal(out, empty)
+    done = []
+    out, stats = protector.protect(empty, progress=done.append)
+    assert torch.equal(out, empty) and sum(done) == 1
     assert not stats[0].face and stats[0].steps == 0 and not stats[0].disrupted
 
 

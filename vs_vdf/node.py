@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from .media import colour
 from .media.frames import planes, write_planes
 
 NAME = "vdf.protect"
-PYTHON_ONLY = ("interrupt", "workers")  # options of protect() that a .vpy cannot pass through the native namespace
+PYTHON_ONLY = ("interrupt", "workers", "progress")  # options of protect() that a .vpy cannot pass through the native namespace
 
 
 def _error(message: str) -> vs.Error:
@@ -159,7 +160,8 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
             epsilon: float | None = None, device: str = "auto", seed: int = 0, method: str = "vdf",
             chunk: int = DEFAULT_CHUNK, cache_chunks: int = 3, checkpoint: str | Path | None = None,
             similarity: float = SCENE_SIMILARITY, max_steps: int | None = None, threads: int | None = None,
-            interrupt: threading.Event | None = None, workers=None) -> vs.VideoNode:
+            interrupt: threading.Event | None = None, workers=None,
+            progress: Callable[[int], None] | None = None) -> vs.VideoNode:
     """Protect ``clip`` against face acquisition; same format, size, length and frame rate.
 
     Frame props on the output: ``VdfChunk`` (first frame of the frame's chunk), ``VdfFace`` (the clean
@@ -169,6 +171,7 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
     optimisation step (the frames being computed then raise ``vs.Error``). ``threads`` fixes torch's CPU
     threads per window (output is identical for equal ``threads``; None: torch's default). ``workers``, a
     ``vs_vdf.cluster.WorkerPool`` made with the same options, computes the windows instead of this process.
+    ``progress(n)`` is called from the engine as each frame is protected in this process (not with ``workers``).
     """
     _validate(clip)
     if not 1 <= chunk <= 256:
@@ -190,7 +193,7 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
             raise _error(str(exc)) from exc
 
         def submit(first_frame: int, source: np.ndarray):
-            done = run_window(protector, source, first_frame, seed, similarity)
+            done = run_window(protector, source, first_frame, seed, similarity, progress)
             return lambda: done
     rgbs, conversion = _to_rgbs(clip)
     count = clip.num_frames

@@ -235,9 +235,14 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
                           job.encoding)
     for notice in picture.notices:
         click.echo(f"note: {notice}", err=True)
+    # The bar moves as the engine finishes each frame when it runs here; with workers, as frames arrive.
+    bar = tqdm(total=clip.num_frames, unit="frame", file=sys.stderr, desc=label, dynamic_ncols=True)
+    engine_progress = bar.update if job.pool is None else None
     try:
-        protected = protect(clip, **job.options, interrupt=job.stop, workers=job.pool, cache_chunks=windows + 2)
+        protected = protect(clip, **job.options, interrupt=job.stop, workers=job.pool, cache_chunks=windows + 2,
+                            progress=engine_progress)
     except vs.Error as exc:
+        bar.close()
         raise click.ClickException(str(exc)) from exc
     encoded = _to_picture(protected, picture)
     stats = []
@@ -248,7 +253,7 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
         writer = VideoWriter(temporary, container, info, job.encoding, picture, audio_end,
                              warn=lambda message: click.echo(f"warning: {message}", err=True))
         try:
-            with tqdm(total=encoded.num_frames, unit="frame", file=sys.stderr, desc=label, dynamic_ncols=True) as bar:
+            with bar:
                 asked = time.perf_counter()
                 for planes, props in _frames_in_background(encoded, job.stop):
                     got = time.perf_counter()
@@ -262,7 +267,8 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
                         bar.write(f"no CUDA GPU found: running on the CPU, about {props['VdfSeconds']:.1f} s per "
                                   f"frame at {clip.width}x{clip.height} (measured on the first chunk)", file=sys.stderr)
                     stats.append(stats_from_props(len(stats), props))
-                    bar.update()
+                    if engine_progress is None:
+                        bar.update()
             closing = time.perf_counter()
             writer.close()
             encoding_time += time.perf_counter() - closing

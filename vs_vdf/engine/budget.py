@@ -18,17 +18,34 @@ TEXTURE_FLOOR = 0.4
 TEXTURE_FULL = 0.06  # local standard deviation (of [0, 1] luma) that earns the full budget
 
 
-def head_region(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Soft elliptical masks (N x 1 x H x W) around xyxy face boxes (N x 4); NaN boxes give zeros."""
+ELONGATION = 1.15  # the region's vertical radius over its horizontal one
+FULL_INSIDE, ZERO_BEYOND = 0.8, 1.2  # the mask is 1 inside this share of the radius and fades to 0 at that one
+
+
+def head_ellipse(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centres (N x 2) and horizontal and vertical radii (N each) of the head regions of xyxy face boxes."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     side = (boxes[:, 2:] - boxes[:, :2]).amax(-1) * HEAD_SCALE
-    cy = centre[:, 1] - HEAD_SHIFT_UP * side
+    centre = torch.stack([centre[:, 0], centre[:, 1] - HEAD_SHIFT_UP * side], -1)
+    return centre, side / 2, side / 2 * ELONGATION
+
+
+def head_extent(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres (N x 2) and sizes (N x 2, width and height) of the rectangles outside which the head
+    region of each box is zero."""
+    centre, radius_x, radius_y = head_ellipse(boxes)
+    return centre, torch.stack([radius_x, radius_y], -1) * 2 * ZERO_BEYOND
+
+
+def head_region(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Soft elliptical masks (N x 1 x H x W) around xyxy face boxes (N x 4); NaN boxes give zeros."""
+    centre, radius_x, radius_y = head_ellipse(boxes)
     ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
     xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
-    dx = (xs[None, None, :] - centre[:, 0, None, None]) / (side[:, None, None] / 2)
-    dy = (ys[None, :, None] - cy[:, None, None]) / (side[:, None, None] / 2 * 1.15)
+    dx = (xs[None, None, :] - centre[:, 0, None, None]) / radius_x[:, None, None]
+    dy = (ys[None, :, None] - centre[:, 1, None, None]) / radius_y[:, None, None]
     radius = (dx.pow(2) + dy.pow(2)).sqrt()
-    mask = ((1.2 - radius) / 0.4).clamp(0, 1)  # 1 inside 0.8 of the radius, fading to 0 at 1.2
+    mask = ((ZERO_BEYOND - radius) / (ZERO_BEYOND - FULL_INSIDE)).clamp(0, 1)
     return torch.nan_to_num(mask, nan=0.0)[:, None]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,13 +40,15 @@ def split_at_cuts(frames: torch.Tensor, similarity: float = SCENE_SIMILARITY) ->
 
 
 def protect_window(protector: Protector, frames: torch.Tensor, first_frame: int, seed: int,
-                   similarity: float = SCENE_SIMILARITY) -> tuple[torch.Tensor, list[FrameStats], list[int]]:
+                   similarity: float = SCENE_SIMILARITY, progress: Callable[[int], None] | None = None
+                   ) -> tuple[torch.Tensor, list[FrameStats], list[int]]:
     """Protect one window (T x 3 x H x W in [0, 1]) starting at frame ``first_frame`` of the video: split at
     cuts, each part seeded by its first frame's number. Returns the frames, their records and, per frame,
-    the video frame number its chunk starts at."""
+    the video frame number its chunk starts at. ``progress(n)`` is called as frames are done."""
     outputs, stats, chunk_starts = [], [], []
     for begin, end in split_at_cuts(frames, similarity):
-        protected, part = protector.protect(frames[begin:end], seed=chunk_seed(seed, first_frame + begin))
+        protected, part = protector.protect(frames[begin:end], seed=chunk_seed(seed, first_frame + begin),
+                                            progress=progress)
         outputs.append(protected)
         stats += part
         chunk_starts += [first_frame + begin] * (end - begin)
@@ -65,14 +67,14 @@ class WindowResult:
 
 
 def run_window(protector: Protector, source: np.ndarray, first_frame: int, seed: int,
-               similarity: float = SCENE_SIMILARITY) -> WindowResult:
+               similarity: float = SCENE_SIMILARITY, progress: Callable[[int], None] | None = None) -> WindowResult:
     """Protect a window of float RGB frames (T x 3 x H x W, values may stray outside [0, 1] after a colour
     conversion). Only the change is applied to the source, so pixels the perturbation left alone keep their
     exact input value (the engine itself rounds whole frames to 8-bit levels)."""
     started = time.perf_counter()
     original = torch.from_numpy(source)
     clean = original.clamp(0, 1)
-    protected, stats, chunk_starts = protect_window(protector, clean, first_frame, seed, similarity)
+    protected, stats, chunk_starts = protect_window(protector, clean, first_frame, seed, similarity, progress)
     change = protected - (clean * 255).round() / 255
     frames = torch.where(change == 0, original, original + change).numpy()
     return WindowResult(frames, stats, chunk_starts, time.perf_counter() - started, f"{socket.gethostname()}:{os.getpid()}")

@@ -2,12 +2,13 @@
 differ, the loss of one step and the rule that ends a frame's optimisation. The loop in
 ``protector.py`` reads these and never asks which method it runs.
 
-- ``vdf`` (default): dual-domain parameters, perceptual budget, one robustness transform sampled per
-  step, the required targets on every step and the others in turn; each frame inherits the previous
-  frame's parameters scaled by their similarity.
+- ``vdf`` (default): dual-domain parameters on a head-region canvas at the working resolution
+  (``canvas.py``), perceptual budget, one robustness transform sampled per step, the required targets
+  on every step and the others in turn; each frame inherits the previous frame's parameters, in face
+  coordinates, scaled by the similarity of the two clean canvases.
 - ``per-frame``: the same, every frame from scratch: the baseline for what sharing saves.
 - ``vdf-reference``: the released VDF algorithm: ImageNet-space FFT parameterisation over the whole
-  frame, every scale (x1, 1.5, 2, 0.75, 0.5 weighted 1, .8, .6, .6, .6) on every step, fidelity
+  frame at full resolution (no canvas, no working scale), every scale (x1, 1.5, 2, 0.75, 0.5 weighted 1, .8, .6, .6, .6) on every step, fidelity
   0.5 x (1 - SSIM), Adam at 1e-2, a 0.8 x SSIM warm start, a check every 5 steps on the first frame
   and every step after, epsilon 0.05, up to 3000 steps; with BiSeNet, success is 80% of the clean
   face pixels parsed as background.
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .budget import budget as perceptual_budget
+from .canvas import Canvas
 from .objectives import Objectives, Reference
 from .perturbation import DualDomain
 from .perturbation import Reference as ReferencePerturbation
@@ -60,7 +62,12 @@ class Vdf:
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return DualDomain(count, height, width, epsilon, joint=joint)
 
+    def canvas(self, height: int, width: int, boxes: torch.Tensor) -> Canvas:
+        """Where the chunk's perturbation lives, from its face boxes (T x 4, NaN: no face)."""
+        return Canvas.around_faces(height, width, boxes)
+
     def budget(self, clean: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Per-pixel share of epsilon on clean canvases, from the face boxes in canvas coordinates."""
         return perceptual_budget(clean, torch.nan_to_num(boxes))
 
     def losses(self, objectives: Objectives, protected: torch.Tensor, ref: Reference, step: int,
@@ -98,6 +105,9 @@ class Released(Vdf):
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return ReferencePerturbation(count, height, width, epsilon)
+
+    def canvas(self, height: int, width: int, boxes: torch.Tensor) -> Canvas:
+        return Canvas.whole(height, width, boxes.shape[0])
 
     def budget(self, clean: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(clean[:, :1])  # the whole frame

@@ -65,7 +65,7 @@ def _hinge(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     """Mean over the strongest candidates of how far their logit sits above (threshold - margin)."""
     flat = logits.flatten(1)
     top = flat.topk(min(TOP_ANCHORS, flat.shape[1]), dim=1).values
-    return F.softplus(top - (_logit(torch.tensor(threshold)) - DETECTION_MARGIN)).mean(1)
+    return F.softplus(top - (_logit(logits.new_tensor(threshold)) - DETECTION_MARGIN)).mean(1)
 
 
 def _capped(value: torch.Tensor, cap: float, unit: float) -> torch.Tensor:
@@ -88,6 +88,12 @@ class Objectives:
                        for name in sorted(needed)}
         # Surrogate evaluations, in model-frames: "forward" (measures) and "backward" (losses, forward + backward).
         self.evaluations: Counter[str] = Counter()
+
+    @torch.no_grad()
+    def faces(self, frames: torch.Tensor) -> torch.Tensor:
+        """The first face box (T x 4, NaN: none) the acquisition's detector finds in each frame; it sees a
+        fixed-size letterboxed copy, so this costs the same at any resolution."""
+        return first_or_nan(self.models["blazeface_short"].detect(frames), "boxes", (4,), frames)
 
     @torch.no_grad()
     def reference(self, clean: torch.Tensor) -> Reference:
@@ -161,7 +167,7 @@ class Objectives:
         at = found.nonzero()[:, 0]
         probability, _, points = mtcnn.output_net(frames, ref.mtcnn_boxes[at], at)
         shift = metrics.nme(points, ref.mtcnn_points[at], metrics.MTCNN_EYES)
-        final = F.softplus(_logit(probability) - (_logit(torch.tensor(mtcnn.thresholds[2])) - DETECTION_MARGIN))
+        final = F.softplus(_logit(probability) - (_logit(probability.new_tensor(mtcnn.thresholds[2])) - DETECTION_MARGIN))
         extra = torch.zeros_like(proposal).index_add(0, at, final + _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED))
         return proposal + extra
 
@@ -191,7 +197,7 @@ class Objectives:
                 shift = metrics.nme(models[name](frames, ref.boxes[rows], rows), ref.landmarks[name][rows], metrics.IBUG_EYES)
                 out[name] = scatter_rows(shift, rows, count)
         if "mtcnn" in names:
-            out["mtcnn"] = torch.tensor([float(len(f)) for f in models["mtcnn"].detect(frames)])
+            out["mtcnn"] = frames.new_tensor([float(len(f)) for f in models["mtcnn"].detect(frames)])
         if "selfie_segmentation" in names:
             out["selfie_segmentation"] = metrics.mask_iou(models["selfie_segmentation"](frames), ref.person)
         if "bisenet" in names:

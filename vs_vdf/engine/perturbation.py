@@ -4,11 +4,13 @@
 (shared by the three colour channels, so the change lives mostly in luma, which 4:2:0 video keeps at
 full resolution), and a spatial attention branch of masks at several coarse scales decides where
 the change is let through. The result is bounded by epsilon times the perceptual budget, so it never
-exceeds epsilon in L-infinity, and rounded to 8-bit levels with a straight-through gradient.
+exceeds epsilon in L-infinity.
 
 ``Reference``: the VDF release's parameterisation: amplitude scaled by
 (1 + tanh P0) and phase offset by (1 + tanh P1) of the ImageNet-normalised frame's FFT, the difference
 squashed to eps * tanh(10 d), one full-resolution sigmoid mask.
+
+Both return the change to add to the clean pixels they were given (a canvas, or a whole frame).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..surrogates.bisenet import IMAGENET_MEAN, IMAGENET_STD
-from .transforms import quantise
 
 
 class DualDomain(nn.Module):
@@ -57,8 +58,7 @@ class DualDomain(nn.Module):
         edited = torch.polar(spectrum.abs() * (1 + torch.tanh(self._frequency("amplitude"))),
                              spectrum.angle() + math.pi * torch.tanh(self._frequency("phase")))
         difference = torch.fft.irfft2(edited, s=size) - clean
-        delta = self.epsilon * budget * self.attention(size) * torch.tanh(difference / self.epsilon)
-        return quantise((clean + delta).clamp(0, 1))
+        return self.epsilon * budget * self.attention(size) * torch.tanh(difference / self.epsilon)
 
     @torch.no_grad()
     def inherit(self, previous: "DualDomain", factor: float, noise: float, generator: torch.Generator) -> None:
@@ -87,8 +87,7 @@ class Reference(nn.Module):
         edited = torch.polar(spectrum.abs() * (1 + torch.tanh(self.amplitude)),
                              spectrum.angle() + 1 + torch.tanh(self.phase))
         perturbed = torch.fft.ifft2(edited).real * self.std + self.mean
-        delta = self.epsilon * torch.tanh(10 * (perturbed - clean))
-        return quantise((clean + torch.sigmoid(self.mask) * delta).clamp(0, 1))
+        return torch.sigmoid(self.mask) * self.epsilon * torch.tanh(10 * (perturbed - clean))
 
     @torch.no_grad()
     def inherit(self, previous: "Reference", factor: float, noise: float, generator: torch.Generator) -> None:

@@ -1,16 +1,18 @@
 """The optimisation loop: protect one chunk of consecutive frames.
 
 What a method does differently (settings, the loss of a step, when a frame is done) lives in
-``methods.py``; this loop only runs it: the clean analysis, then each face frame optimised (starting
-from its predecessor's parameters where the method inherits, or the whole chunk together with
-``joint=True``), then a final check of every target. Frames whose clean version has no detectable face
-are returned unchanged.
+``methods.py``; this loop only runs it: the method's canvas for the chunk (``canvas.py``: working
+frames scaled to the face, a head-region canvas per frame), the clean analysis of the working frames,
+then each face frame optimised on its canvas (starting from its predecessor's parameters where the
+method inherits, or the whole chunk together with ``joint=True``), then one batched check of the
+delivered frames. Frames whose clean version has no detectable face are returned unchanged.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +20,11 @@ import torch
 
 from ..errors import VdfError
 from . import presets
+from .canvas import SSIM_WINDOW, Canvas
 from .methods import METHODS
 from .metrics import grey_ssim
 from .objectives import DEFAULT_TARGETS, Objectives, Reference
+from .transforms import quantise
 
 SSIM_FLOOR_WEIGHT = 100.0
 
@@ -100,72 +104,79 @@ class Protector:
 
     # -- the chunk -----------------------------------------------------------------------------
 
-    def protect(self, frames: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, list[FrameStats]]:
-        """Protect T x 3 x H x W frames in [0, 1]; returns the protected frames (on the input's device,
-        8-bit levels) and one ``FrameStats`` per frame. ``seed`` overrides the configured seed."""
+    def protect(self, frames: torch.Tensor, seed: int | None = None,
+                progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[FrameStats]]:
+        """Protect T x 3 x H x W frames in [0, 1]; returns the protected frames (on the input's device; 8-bit
+        levels inside the canvases, the input's values outside them) and one ``FrameStats`` per frame.
+        ``seed`` overrides the configured seed; ``progress(n)`` is called as each frame is done."""
         if frames.ndim != 4 or frames.shape[1] != 3 or not frames.is_floating_point():
             raise ValueError(f"frames must be a float T x 3 x H x W tensor, got {tuple(frames.shape)} {frames.dtype}")
         if frames.numel() and (frames.min() < 0 or frames.max() > 1):
             raise ValueError("frame values must lie in [0, 1]")
         if self.threads is not None:
             torch.set_num_threads(self.threads)
+        report = progress or (lambda count: None)
         clean = frames.to(self.device, torch.float32)
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        ref = self.objectives.reference(clean)
-        budgets = self.method.budget(clean, ref.boxes)
+        canvas = self.method.canvas(*clean.shape[-2:], self.objectives.faces(clean))
+        work = canvas.shrink(clean)
+        ref = self.objectives.reference(work)
         stats = [FrameStats(i, bool(ref.face[i])) for i in range(clean.shape[0])]
+        rows = ref.face.nonzero()[:, 0]
         protected = clean.clone()
-        if self.joint:
-            self._protect_jointly(clean, budgets, ref, protected, stats, generator)
-        else:
-            self._protect_in_order(clean, budgets, ref, protected, stats, generator)
-        for s in stats:
-            if s.face:
-                self._final_check(protected[s.index:s.index + 1], ref.select(slice(s.index, s.index + 1)), s)
+        if rows.numel():
+            scene = _Scene.of(canvas, work, ref, rows, self.method)
+            changes = self._protect_jointly(scene, stats, generator, report) if self.joint else \
+                self._protect_in_order(scene, stats, generator, report)
+            for j, row in enumerate(rows.tolist()):
+                protected[row] = canvas.apply(clean[row], changes[j], row)
+            self._final_check(canvas.shrink(protected[rows]), scene.ref, [stats[i] for i in rows.tolist()])
+        if rows.numel() < clean.shape[0]:
+            report(clean.shape[0] - rows.numel())  # the frames without a face
         return protected.to(frames.device, frames.dtype), stats
 
-    def _protect_in_order(self, clean, budgets, ref, protected, stats, generator) -> None:
-        previous, previous_clean = None, None
-        for s in stats:
-            if not s.face:
-                previous = None
-                continue
+    def _protect_in_order(self, scene: "_Scene", stats: list[FrameStats], generator: torch.Generator,
+                          report: Callable[[int], None]) -> torch.Tensor:
+        """Each face frame optimised in turn, starting from its predecessor's parameters where the method
+        inherits and the two frames are consecutive; returns the changes (R x 3 x h x w)."""
+        changes, previous, previous_row = [], None, None
+        for j, row in enumerate(scene.rows.tolist()):
             started = time.perf_counter()
-            t = slice(s.index, s.index + 1)
-            params = self._parameters(1, clean)
-            if previous is not None and self.settings.inherit:
-                similarity = float(grey_ssim(clean[t], previous_clean).clamp(min=0))
+            s, one = stats[row], scene.select(j)
+            params = self._parameters(1, scene.canvas)
+            if previous is not None and previous_row == row - 1 and self.settings.inherit:
+                similarity = float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
                 s.inherited = similarity * self.settings.inherit
                 params.inherit(previous, s.inherited, self.settings.inherit_noise, generator)
-            first = previous is None
-            s.steps, s.losses = self._optimise(params, clean[t], budgets[t], ref.select(t), generator, first)
+            s.steps, s.losses = self._optimise(params, one, generator, first=previous is None)
             with torch.no_grad():
-                protected[t] = params(clean[t], budgets[t])
-            previous, previous_clean = params, clean[t]
+                changes.append(params(one.canvases, one.budgets))
+            previous, previous_row = params, row
             s.seconds = time.perf_counter() - started
+            report(1)
+        return torch.cat(changes)
 
-    def _protect_jointly(self, clean, budgets, ref, protected, stats, generator) -> None:
-        faces = torch.tensor([s.index for s in stats if s.face], dtype=torch.long, device=clean.device)
-        if faces.numel() == 0:
-            return
+    def _protect_jointly(self, scene: "_Scene", stats: list[FrameStats], generator: torch.Generator,
+                         report: Callable[[int], None]) -> torch.Tensor:
         started = time.perf_counter()
-        params = self._parameters(faces.numel(), clean, joint=True)
-        steps, losses = self._optimise(params, clean[faces], budgets[faces], ref.select(faces), generator, True)
+        count = scene.rows.numel()
+        params = self._parameters(count, scene.canvas, joint=True)
+        steps, losses = self._optimise(params, scene, generator, True)
         with torch.no_grad():
-            protected[faces] = params(clean[faces], budgets[faces])
-        share = (time.perf_counter() - started) / faces.numel()
-        for s in stats:
-            if s.face:
-                s.steps, s.losses, s.seconds = steps, losses, share
+            changes = params(scene.canvases, scene.budgets)
+        share = (time.perf_counter() - started) / count
+        for row in scene.rows.tolist():
+            stats[row].steps, stats[row].losses, stats[row].seconds = steps, losses, share
+        report(count)
+        return changes
 
-    def _parameters(self, count: int, clean: torch.Tensor, joint: bool = False):
-        height, width = clean.shape[-2:]
-        return self.method.perturbation(count, height, width, self.epsilon, joint).to(self.device)
+    def _parameters(self, count: int, canvas: Canvas, joint: bool = False):
+        return self.method.perturbation(count, *canvas.size, self.epsilon, joint).to(self.device)
 
     # -- optimisation --------------------------------------------------------------------------
 
-    def _optimise(self, params, clean: torch.Tensor, budget: torch.Tensor, ref: Reference,
-                  generator: torch.Generator, first: bool) -> tuple[int, dict[str, float]]:
+    def _optimise(self, params, scene: "_Scene", generator: torch.Generator,
+                  first: bool) -> tuple[int, dict[str, float]]:
         """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses)."""
         from kornia.metrics import ssim
 
@@ -173,17 +184,20 @@ class Protector:
         check_every = settings.first_check_every if first else settings.check_every
         optimiser = torch.optim.Adam(params.parameters(), lr=settings.learning_rate)
         weights = self.preset.weights
+        coverage = scene.canvas.coverage()
         losses: dict[str, float] = {}
         for step in range(self.max_steps + 1):
             self._stop_if_interrupted()
             if step % check_every == 0 or step == self.max_steps:
                 with torch.no_grad():
-                    if self._passes(params(clean, budget), ref) or step == self.max_steps:
+                    if self._passes(scene.protected(params), scene.ref) or step == self.max_steps:
                         return step, losses
-            protected = params(clean, budget)
-            per_target = self.method.losses(self.objectives, protected, ref, step, generator, self.preset, self.required)
+            protected = scene.protected(params)
+            per_target = self.method.losses(self.objectives, protected, scene.ref, step, generator, self.preset,
+                                            self.required)
             attack = sum(weights[name] * value for name, value in per_target.items())
-            similarity = ssim(protected, clean, 11, padding="valid").flatten(1).mean(1)
+            on_canvas = ssim(scene.canvas.crop(protected, scene.rows), scene.canvases, SSIM_WINDOW, padding="valid")
+            similarity = 1 - coverage * (1 - on_canvas.flatten(1).mean(1))  # over the whole working frame
             fidelity = settings.fidelity_weight * (1 - similarity)
             if settings.ssim_floor is not None:
                 fidelity = fidelity + SSIM_FLOOR_WEIGHT * torch.relu(settings.ssim_floor - similarity)
@@ -203,12 +217,45 @@ class Protector:
                    for variant in self.settings.variants)
 
     @torch.no_grad()
-    def _final_check(self, protected: torch.Tensor, ref: Reference, s: FrameStats) -> None:
-        """Every target measured on every check variant; the worst value counts."""
-        seen: dict[str, list[float]] = {}
+    def _final_check(self, seen: torch.Tensor, ref: Reference, stats: list[FrameStats]) -> None:
+        """The delivered face frames (at the working size) measured in one batch: the required targets on
+        every check variant (the worst value counts), the others as delivered."""
+        values: dict[str, list[torch.Tensor]] = {}
+        others = tuple(t for t in self.targets if t not in self.required)
         for variant in self.settings.variants:
-            for name, value in self.objectives.measures(variant(protected), ref, self.targets).items():
-                seen.setdefault(name, []).append(float(value[0]))
-        for name, values in seen.items():
-            s.measures[name] = self.objectives.least_disrupted(name, values)
-            s.success[name] = bool(self.objectives.disrupted(name, torch.tensor(s.measures[name])))
+            names = self.required + (others if variant.kind == "identity" else ())
+            for name, value in self.objectives.measures(variant(seen), ref, names).items():
+                values.setdefault(name, []).append(value.cpu())
+        for name, measured in values.items():
+            for j, s in enumerate(stats):
+                s.measures[name] = self.objectives.least_disrupted(name, [float(v[j]) for v in measured])
+                s.success[name] = bool(self.objectives.disrupted(name, torch.tensor(s.measures[name])))
+
+
+@dataclass
+class _Scene:
+    """Face frames of a chunk as the optimisation sees them: working frames, their canvases and budgets."""
+
+    canvas: Canvas
+    rows: torch.Tensor  # the frames' numbers in the chunk
+    work: torch.Tensor  # clean working frames, R x 3 x H x W
+    canvases: torch.Tensor  # their canvases, R x 3 x h x w
+    budgets: torch.Tensor  # R x 1 x h x w
+    ref: Reference  # the clean analysis of these frames
+
+    @classmethod
+    def of(cls, canvas: Canvas, work: torch.Tensor, ref: Reference, rows: torch.Tensor, method) -> "_Scene":
+        selected = ref.select(rows)
+        canvases = canvas.crop(work[rows], rows)
+        return cls(canvas, rows, work[rows], canvases, method.budget(canvases, canvas.boxes(selected.boxes, rows)),
+                   selected)
+
+    def select(self, j: int) -> "_Scene":
+        at = slice(j, j + 1)
+        return _Scene(self.canvas, self.rows[at], self.work[at], self.canvases[at], self.budgets[at],
+                      self.ref.select(at))
+
+    def protected(self, params) -> torch.Tensor:
+        """The working frames with the parameters' change, rounded to 8-bit levels (straight through)."""
+        change = self.canvas.paste(params(self.canvases, self.budgets), self.rows)
+        return quantise((self.work + change).clamp(0, 1))

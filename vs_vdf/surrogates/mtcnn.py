@@ -154,26 +154,26 @@ class MTCNN(nn.Module):
                 if ys.numel() == 0:
                     continue
                 cells = torch.stack([xs, ys, xs, ys], -1).float()
-                found = torch.floor((cells * 2 + torch.tensor([1.0, 1.0, 12.0, 12.0])) / scale)
+                found = torch.floor((cells * 2 + cells.new_tensor([1.0, 1.0, 12.0, 12.0])) / scale)
                 found = _refine(found, offsets[i, :, ys, xs].T)
                 score = probability[i, ys, xs]
                 keep = nms(found, score, 0.5)
                 boxes.append(found[keep]), scores.append(score[keep]), index.append(torch.full_like(keep, i))
         results = []
-        all_boxes = torch.cat(boxes) if boxes else torch.zeros(0, 4)
-        all_scores = torch.cat(scores) if scores else torch.zeros(0)
-        all_index = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
+        all_boxes = torch.cat(boxes) if boxes else frames.new_zeros(0, 4)
+        all_scores = torch.cat(scores) if scores else frames.new_zeros(0)
+        all_index = torch.cat(index) if index else torch.zeros(0, dtype=torch.long, device=frames.device)
         for i in range(frames.shape[0]):
             mine = all_index == i
             results.append(self._cascade(frames, all_boxes[mine], all_scores[mine], i))
         return results
 
     def _cascade(self, frames: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, i: int) -> Faces:
-        empty = Faces(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 5, 2))
+        empty = Faces(frames.new_zeros(0, 4), frames.new_zeros(0), frames.new_zeros(0, 5, 2))
         if boxes.numel() == 0:
             return empty
         boxes = square(boxes[nms(boxes, scores, 0.7)])
-        at = torch.full((boxes.shape[0],), i, dtype=torch.long)
+        at = torch.full((boxes.shape[0],), i, dtype=torch.long, device=frames.device)
         probability, offsets = self.refine_net(frames, boxes, at)
         keep = probability >= self.thresholds[1]
         if not keep.any():

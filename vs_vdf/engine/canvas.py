@@ -1,0 +1,112 @@
+"""Where the perturbation lives and the resolution the attack runs at, so that cost follows the face,
+not the frame.
+
+The attacked models look at a face through a few hundred pixels at most (BlazeFace 128, FaceMesh 192,
+selfie 256, BiSeNet 512), so a chunk is analysed and attacked on *working frames*: its frames shrunk
+(never enlarged) until the largest face box's long side is ``WORK_FACE`` pixels. The perturbation's
+parameters live on a *canvas*: a rectangle of working pixels around each frame's head region, one size
+for the whole chunk, placed on the face of each frame, so parameters carried from one frame to the
+next stay on the face when the head moves. Only the canvas is enlarged to the delivered resolution
+and added there; every pixel outside it keeps its input value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .budget import head_extent
+from .transforms import quantise
+
+WORK_FACE = 160  # long side of the largest face box in the working frames, pixels
+SSIM_WINDOW = 11  # the fidelity term's SSIM window: windows that miss the canvas see no change
+
+
+@dataclass
+class Canvas:
+    """A chunk's working size and the canvas of each of its frames."""
+
+    frame: tuple[int, int]  # H, W of the delivered frames
+    working: tuple[int, int]  # H, W of the working frames
+    size: tuple[int, int]  # H, W of every canvas, working pixels
+    origins: torch.Tensor  # T x 2 long: (x, y) of each frame's canvas in its working frame
+
+    @classmethod
+    def whole(cls, height: int, width: int, count: int) -> "Canvas":
+        """The whole frame at full resolution (the released algorithm's full-frame perturbation)."""
+        return cls((height, width), (height, width), (height, width), torch.zeros(count, 2, dtype=torch.long))
+
+    @classmethod
+    def around_faces(cls, height: int, width: int, boxes: torch.Tensor) -> "Canvas":
+        """Canvases around the head regions of face boxes (T x 4 xyxy in delivered pixels, NaN rows: no
+        face), on working frames whose largest face is ``WORK_FACE`` pixels (or the frames as they are)."""
+        found = ~boxes.isnan().any(-1)
+        if not found.any():
+            return cls.whole(height, width, boxes.shape[0])
+        longest = float((boxes[found, 2:] - boxes[found, :2]).amax())
+        scale = min(1.0, WORK_FACE / max(longest, 1.0))
+        working = (max(16, round(height * scale)), max(16, round(width * scale)))
+        factor = boxes.new_tensor([working[1] / width, working[0] / height] * 2)
+        centres, sizes = head_extent(boxes[found] * factor)
+        size = (min(working[0], math.ceil(float(sizes[:, 1].amax())) + 2),
+                min(working[1], math.ceil(float(sizes[:, 0].amax())) + 2))
+        limit = torch.tensor([working[1] - size[1], working[0] - size[0]])
+        corner = (centres.cpu() - torch.tensor([size[1], size[0]]) / 2).round().long()
+        origins = torch.zeros(boxes.shape[0], 2, dtype=torch.long)
+        origins[found.cpu()] = torch.minimum(corner.clamp(min=0), limit)
+        return cls((height, width), working, size, origins)
+
+    @property
+    def scaled(self) -> bool:
+        return self.working != self.frame
+
+    def shrink(self, frames: torch.Tensor) -> torch.Tensor:
+        """Delivered frames at the working size (anti-aliased), or themselves."""
+        if not self.scaled:
+            return frames
+        return F.interpolate(frames, size=self.working, mode="bilinear", align_corners=False, antialias=True)
+
+    def boxes(self, boxes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Boxes in working pixels (R x 4) of frames ``rows``, in the coordinates of their canvases."""
+        return boxes - self.origins[rows.cpu()].to(boxes).repeat(1, 2)
+
+    def crop(self, frames: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The canvases (R x C x h x w) of working frames ``frames`` (R x C x H x W, those of ``rows``)."""
+        height, width = self.size
+        return torch.stack([frames[j, :, y:y + height, x:x + width]
+                            for j, (x, y) in enumerate(self.origins[rows.cpu()].tolist())])
+
+    def paste(self, change: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Canvas-sized changes (R x C x h x w) placed in zero working frames (differentiable)."""
+        height, width = self.size
+        return torch.stack([F.pad(change[j], (x, self.working[1] - x - width, y, self.working[0] - y - height))
+                            for j, (x, y) in enumerate(self.origins[rows.cpu()].tolist())])
+
+    def coverage(self) -> float:
+        """The share of a working frame's SSIM windows that lie inside the canvas: (1 - SSIM) over the
+        whole frame is this times (1 - SSIM) over the canvas, since the windows outside see no change."""
+        def windows(height: int, width: int) -> int:
+            return max(height - SSIM_WINDOW + 1, 1) * max(width - SSIM_WINDOW + 1, 1)
+
+        return windows(*self.size) / windows(*self.working)
+
+    def apply(self, frame: torch.Tensor, change: torch.Tensor, row: int) -> torch.Tensor:
+        """A delivered frame (C x H x W) with one canvas-sized change (C x h x w) added and rounded to
+        8-bit levels inside the canvas; pixels outside it are returned as they were."""
+        out = frame.clone()
+        x, y = self.origins[row].tolist()
+        if not self.scaled:
+            region = out[:, y:y + self.size[0], x:x + self.size[1]]
+            region.copy_(quantise((region + change).clamp(0, 1)))
+            return out
+        to_frame_x, to_frame_y = self.frame[1] / self.working[1], self.frame[0] / self.working[0]
+        left, top = round(x * to_frame_x), round(y * to_frame_y)
+        width = min(round(self.size[1] * to_frame_x), self.frame[1] - left)
+        height = min(round(self.size[0] * to_frame_y), self.frame[0] - top)
+        enlarged = F.interpolate(change[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        region = out[:, top:top + height, left:left + width]
+        region.copy_(quantise((region + enlarged).clamp(0, 1)))
+        return out
