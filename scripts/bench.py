@@ -39,13 +39,14 @@ def machine(device: torch.device) -> str:
     return text
 
 
-def compare_methods(args, device: torch.device) -> dict:
-    clean = samples.read_frames(args.clip, args.frames)
+def compare_methods(args, clip: str, device: torch.device) -> dict:
+    clean = samples.read_frames(clip, args.frames)
     fps = 25
     analyst = Analyst(models=("facemesh", "headpose"), device=device)
+    targets = tuple(args.targets.split(",")) if args.targets else None  # None: the default ensemble
     results = {}
     for method in args.methods.split(","):
-        protector = Protector(args.preset, targets=tuple(args.targets.split(",")), device=device, method=method,
+        protector = Protector(args.preset, targets=targets, device=device, method=method,
                               max_steps=args.reference_steps if method == "vdf-reference" else None)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -66,11 +67,11 @@ def compare_methods(args, device: torch.device) -> dict:
             "ssim": float(metrics.ssim(protected.cpu(), clean).mean()),
             "epsilon": protector.epsilon, "max_steps": protector.max_steps,
         }
-        print(f"[bench] {method}: {json.dumps(results[method])}", file=sys.stderr, flush=True)
+        print(f"[bench] {clip} {method}: {json.dumps(results[method])}", file=sys.stderr, flush=True)
     return results
 
 
-def speedups(methods: dict) -> list[str]:
+def speedups(clip: str, methods: dict) -> list[str]:
     """Speed-up of vdf over each other method, only where vdf is at least as disruptive and as faithful."""
     lines = []
     ours = methods.get("vdf")
@@ -78,16 +79,18 @@ def speedups(methods: dict) -> list[str]:
         if name == "vdf" or ours is None:
             continue
         ratio = other["seconds_per_frame"] / ours["seconds_per_frame"]
+        fewer = other["forward_backward_per_frame"] / max(ours["forward_backward_per_frame"], 1e-9)
+        prefix = f"{clip}, vdf vs {name} ({fewer:.1f}x fewer fwd+bwd evaluations per frame)"
         if ratio < 1:
-            lines.append(f"vdf vs {name}: vdf is {1 / ratio:.1f}x slower")
+            lines.append(f"{prefix}: vdf is {1 / ratio:.1f}x slower")
             continue
         worse = [t for t, v in ours["disrupted_after_ernerf"].items() if v < other["disrupted_after_ernerf"][t] - 1e-9]
         if ours["psnr_db"] < other["psnr_db"] - 0.1:
             worse.append("PSNR")
         if worse:
-            lines.append(f"vdf vs {name}: {ratio:.1f}x faster, but lower on {', '.join(worse)}: no speed-up claimed")
+            lines.append(f"{prefix}: {ratio:.1f}x faster, but lower on {', '.join(worse)}: no speed-up claimed")
         else:
-            lines.append(f"vdf vs {name}: {ratio:.1f}x faster at equal or better disruption and fidelity")
+            lines.append(f"{prefix}: {ratio:.1f}x faster at equal or better disruption and fidelity")
     return lines
 
 
@@ -126,18 +129,18 @@ def run_worker(args, frames: int, height: int | None) -> dict:
     return result
 
 
-def end_to_end(args, folder: Path, *extra: str) -> dict:
-    """`vdf protect` on the e2e clip, with ``extra`` options (for example --workers 2)."""
+def end_to_end(args, clip: str, folder: Path, *extra: str) -> dict:
+    """`vdf protect` on ``clip``, with ``extra`` options (for example --workers 2)."""
     report = folder / "e2e-report.json"
     output = folder / "e2e.mp4"
-    command = [str(ROOT / ".venv" / "bin" / "vdf"), "protect", str(samples.path(args.e2e_clip)), "-o", str(output),
+    command = [str(ROOT / ".venv" / "bin" / "vdf"), "protect", str(samples.path(clip)), "-o", str(output),
                "--overwrite", "--frames", str(args.e2e_frames), "--preset", args.preset, "--device", args.device,
                "--report", str(report), *extra]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     timing = json.loads(report.read_text())["timing"]
     output.unlink(missing_ok=True)
     total = timing["total"]
-    return {"clip": args.e2e_clip, "frames": args.e2e_frames, "fps": timing["fps"],
+    return {"clip": clip, "frames": args.e2e_frames, "fps": timing["fps"],
             "share": {stage: timing[stage] / total for stage in ("decode_and_convert", "protect", "encode")}}
 
 
@@ -147,7 +150,7 @@ def worker_scaling(args, folder: Path) -> dict:
     points = {}
     for count in (int(n) for n in args.workers.split(",")):
         started = time.perf_counter()
-        run = end_to_end(args, folder, "--workers", str(count), "--threads", "1")
+        run = end_to_end(args, args.e2e_clip.split(",")[0], folder, "--workers", str(count), "--threads", "1")
         points[count] = {"fps": run["fps"], "wall_seconds": time.perf_counter() - started}
     first = points[min(points)]["fps"]
     for point in points.values():
@@ -156,26 +159,27 @@ def worker_scaling(args, folder: Path) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Machine: {result['machine']}; clip `{result['clip']}`, {result['frames']} frames, preset "
-             f"`{result['preset']}`, targets `{result['targets']}`."]
+    lines = [f"Machine: {result['machine']}; {result['frames']} frames per clip, preset `{result['preset']}`, "
+             f"targets `{result['targets'] or 'the default ensemble'}`."]
     if result["methods"]:
-        lines += ["", "| method | s/frame | steps/frame | fwd evals/frame | fwd+bwd evals/frame | "
-                  "disrupted after ER-NeRF path | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|---|"]
-    for name, m in result["methods"].items():
-        disrupted = ", ".join(f"{k} {v:.2f}" for k, v in m["disrupted_after_ernerf"].items())
-        lines.append(f"| {name} | {m['seconds_per_frame']:.2f} | {m['steps_per_frame']:.1f} | "
-                     f"{m['forward_per_frame']:.0f} | {m['forward_backward_per_frame']:.0f} | {disrupted} | "
-                     f"{m['psnr_db']:.1f} | {m['ssim']:.3f} |")
+        lines += ["", "| clip | method | s/frame | steps/frame | fwd evals/frame | fwd+bwd evals/frame | "
+                  "disrupted after ER-NeRF path | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|---|---|"]
+    for clip, methods in result["methods"].items():
+        for name, m in methods.items():
+            disrupted = ", ".join(f"{k} {v:.2f}" for k, v in m["disrupted_after_ernerf"].items())
+            lines.append(f"| {clip} | {name} | {m['seconds_per_frame']:.2f} | {m['steps_per_frame']:.1f} | "
+                         f"{m['forward_per_frame']:.0f} | {m['forward_backward_per_frame']:.0f} | {disrupted} | "
+                         f"{m['psnr_db']:.1f} | {m['ssim']:.3f} |")
+    if result["methods"]:
+        lines += ["", *[f"- {line}" for line in result["speedups"]]]
     if result["scaling"]:
-        lines += ["", *[f"- {line}" for line in result["speedups"]], "",
-                  "Scaling and end to end use the default ensemble of targets.", "",
+        lines += ["", f"Scaling (clip `{result['clip']}`) and end to end use the default ensemble of targets.", "",
                   "| scaling point | s/frame | steps/frame | peak RSS MB |", "|---|---|---|---|"]
     for label, point in result["scaling"].items():
         steps = point.get("steps_per_frame")
         lines.append(f"| {label} | {point['seconds_per_frame']:.2f} | {'-' if steps is None else f'{steps:.1f}'} | "
                      f"{point['peak_rss_mb']:.0f} |")
-    e2e = result.get("end_to_end")
-    if e2e:
+    for e2e in result.get("end_to_end", ()):
         shares = ", ".join(f"{k} {v:.0%}" for k, v in e2e["share"].items())
         lines += ["", f"End to end (`vdf protect`, {e2e['frames']} frames of `{e2e['clip']}`): "
                       f"{e2e['fps']:.2f} fps; time share: {shares}."]
@@ -189,17 +193,19 @@ def markdown(result: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--clip", default="franck")
-    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--clip", default="franck", help="the clip of the scaling points")
+    parser.add_argument("--clips", default="franck,wolfgang", help="clips the methods are compared on")
+    parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--preset", default="balanced")
-    parser.add_argument("--targets", default="facemesh,headpose")
+    parser.add_argument("--targets", default="", help="comma-separated targets of the method comparison "
+                        "(default: the default ensemble)")
     parser.add_argument("--methods", default="vdf,per-frame,vdf-reference")
     parser.add_argument("--reference-steps", type=int, default=None,
                         help="cap on vdf-reference steps per frame (default: its own 3000)")
     parser.add_argument("--scale-frames", default="24,96,384")
     parser.add_argument("--scale-heights", default="360,720,1080")
     parser.add_argument("--scale-height-frames", type=int, default=8)
-    parser.add_argument("--e2e-clip", default="wolfgang")
+    parser.add_argument("--e2e-clip", default="franck,wolfgang")
     parser.add_argument("--e2e-frames", type=int, default=48)
     parser.add_argument("--workers", default="1,2", help="Ray worker counts for the scale-out point ('' skips it)")
     parser.add_argument("--only", choices=("workers",), help="run only this part (and its table)")
@@ -222,14 +228,14 @@ def main() -> int:
     if args.only == "workers":
         result["workers"] = worker_scaling(args, args.out)
         return report(args, device, result)
-    result["methods"] = compare_methods(args, device)
-    result["speedups"] = speedups(result["methods"])
-    result["scaling"] = {}
+    for clip in args.clips.split(","):
+        result["methods"][clip] = compare_methods(args, clip, device)
+        result["speedups"] += speedups(clip, result["methods"][clip])
     for frames in (int(n) for n in args.scale_frames.split(",")):
         result["scaling"][f"{frames} frames (native size)"] = run_worker(args, frames, None)
     for height in (int(h) for h in args.scale_heights.split(",")):
         result["scaling"][f"{height}p, {args.scale_height_frames} frames"] = run_worker(args, args.scale_height_frames, height)
-    result["end_to_end"] = end_to_end(args, args.out)
+    result["end_to_end"] = [end_to_end(args, clip, args.out) for clip in args.e2e_clip.split(",")]
     if args.workers:
         result["workers"] = worker_scaling(args, args.out)
     return report(args, device, result)

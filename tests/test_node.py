@@ -68,9 +68,9 @@ def test_each_chunk_is_computed_once(franck, monkeypatch, threads):
     calls = []
     original = Protector.protect
 
-    def counting(self, frames, seed=None):
+    def counting(self, frames, seed=None, progress=None):
         calls.append(frames.shape[0])
-        return original(self, frames, seed)
+        return original(self, frames, seed, progress)
 
     monkeypatch.setattr(Protector, "protect", counting)
     vs.core.num_threads = 2

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .budget import head_extent
 from .transforms import quantise
 
-WORK_FACE = 160  # long side of the largest face box in the working frames, pixels
+WORK_FACE = 224  # long side of the largest face box in the working frames, pixels
 SSIM_WINDOW = 11  # the fidelity term's SSIM window: windows that miss the canvas see no change
 
 
@@ -80,10 +80,26 @@ class Canvas:
                             for j, (x, y) in enumerate(self.origins[rows.cpu()].tolist())])
 
     def paste(self, change: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Canvas-sized changes (R x C x h x w) placed in zero working frames (differentiable)."""
+        """Canvas-sized changes (R x C x h x w) placed in zero working frames as the working frames of the
+        delivered frames will hold them (differentiable)."""
+        change = self._delivered(change)
         height, width = self.size
         return torch.stack([F.pad(change[j], (x, self.working[1] - x - width, y, self.working[0] - y - height))
                             for j, (x, y) in enumerate(self.origins[rows.cpu()].tolist())])
+
+    def _delivered_size(self) -> tuple[int, int, float, float]:
+        """The canvas enlarged to delivered pixels: (height, width, frame pixels per working pixel in x, in y)."""
+        to_frame_x, to_frame_y = self.frame[1] / self.working[1], self.frame[0] / self.working[0]
+        return round(self.size[0] * to_frame_y), round(self.size[1] * to_frame_x), to_frame_x, to_frame_y
+
+    def _delivered(self, change: torch.Tensor) -> torch.Tensor:
+        """A change as the working frames see it once it has been enlarged into the delivered frames: the
+        enlargement and the anti-aliased shrink in between blur it a little, and the attack must know."""
+        if not self.scaled:
+            return change
+        height, width, _, _ = self._delivered_size()
+        enlarged = F.interpolate(change, size=(height, width), mode="bilinear", align_corners=False)
+        return F.interpolate(enlarged, size=self.size, mode="bilinear", align_corners=False, antialias=True)
 
     def coverage(self) -> float:
         """The share of a working frame's SSIM windows that lie inside the canvas: (1 - SSIM) over the
@@ -102,11 +118,10 @@ class Canvas:
             region = out[:, y:y + self.size[0], x:x + self.size[1]]
             region.copy_(quantise((region + change).clamp(0, 1)))
             return out
-        to_frame_x, to_frame_y = self.frame[1] / self.working[1], self.frame[0] / self.working[0]
+        height, width, to_frame_x, to_frame_y = self._delivered_size()
         left, top = round(x * to_frame_x), round(y * to_frame_y)
-        width = min(round(self.size[1] * to_frame_x), self.frame[1] - left)
-        height = min(round(self.size[0] * to_frame_y), self.frame[0] - top)
         enlarged = F.interpolate(change[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        region = out[:, top:top + height, left:left + width]
+        enlarged = enlarged[:, :self.frame[0] - top, :self.frame[1] - left]
+        region = out[:, top:top + enlarged.shape[1], left:left + enlarged.shape[2]]
         region.copy_(quantise((region + enlarged).clamp(0, 1)))
         return out
