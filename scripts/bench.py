@@ -6,6 +6,7 @@ Every number comes from this run on this machine; the JSON and Markdown name the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -97,7 +98,10 @@ def speedups(clip: str, methods: dict) -> list[str]:
 def worker(args) -> None:
     """One scaling point, in its own process so its peak RSS is its own."""
     device = resolve_device(args.device)
-    protector = Protector(args.preset, device=device)  # the product's default ensemble
+    protector = Protector(args.preset, device=device, max_steps=args.steps)  # the product's default ensemble
+    if args.steps is not None:  # exactly this many steps on every face frame: cost per step, free of early stops
+        protector.settings = dataclasses.replace(protector.settings, check_every=args.steps + 1,
+                                                 first_check_every=args.steps + 1, inherit=0.0)
     frames_done, steps, started = 0, 0, time.perf_counter()
     for start in range(0, args.frames, CHUNK):
         chunk = samples.read_frames(args.clip, min(CHUNK, args.frames - start), start=start)
@@ -110,22 +114,30 @@ def worker(args) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     print(json.dumps({"seconds_per_frame": (time.perf_counter() - started) / frames_done,
-                      "steps_per_frame": steps / frames_done}))
+                      "steps_per_frame": steps / frames_done, "peak_rss_mb": own_peak_mb()}))
 
 
-def run_worker(args, frames: int, height: int | None) -> dict:
+def own_peak_mb() -> float:
+    """This process's peak resident memory. Not getrusage: on Linux a child started by fork and exec
+    inherits its parent's peak there, so a worker would report the harness's memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_worker(args, frames: int, height: int | None, steps: int | None = None) -> dict:
     command = [sys.executable, __file__, "--worker", "--frames", str(frames), "--clip", args.clip,
                "--preset", args.preset, "--device", args.device]
     if height:
         command += ["--height", str(height)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status:
+    if steps is not None:
+        command += ["--steps", str(steps)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
         raise RuntimeError(f"scaling worker failed: {command}")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024
-    print(f"[bench] frames={frames} height={height}: {result}", file=sys.stderr, flush=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"[bench] frames={frames} height={height} steps={steps}: {result}", file=sys.stderr, flush=True)
     return result
 
 
@@ -205,6 +217,8 @@ def main() -> int:
     parser.add_argument("--scale-frames", default="24,96,384")
     parser.add_argument("--scale-heights", default="360,720,1080")
     parser.add_argument("--scale-height-frames", type=int, default=8)
+    parser.add_argument("--scale-steps", type=int, default=10,
+                        help="steps per frame of the equal-steps size points (no early stop, no sharing)")
     parser.add_argument("--e2e-clip", default="franck,wolfgang")
     parser.add_argument("--e2e-frames", type=int, default=48)
     parser.add_argument("--workers", default="1,2", help="Ray worker counts for the scale-out point ('' skips it)")
@@ -213,6 +227,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -235,6 +250,9 @@ def main() -> int:
         result["scaling"][f"{frames} frames (native size)"] = run_worker(args, frames, None)
     for height in (int(h) for h in args.scale_heights.split(",")):
         result["scaling"][f"{height}p, {args.scale_height_frames} frames"] = run_worker(args, args.scale_height_frames, height)
+    for height in (int(h) for h in args.scale_heights.split(",")):
+        label = f"{height}p, {args.scale_height_frames} frames, {args.scale_steps} steps each"
+        result["scaling"][label] = run_worker(args, args.scale_height_frames, height, args.scale_steps)
     result["end_to_end"] = [end_to_end(args, clip, args.out) for clip in args.e2e_clip.split(",")]
     if args.workers:
         result["workers"] = worker_scaling(args, args.out)

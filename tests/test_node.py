@@ -80,6 +80,13 @@ def test_each_chunk_is_computed_once(franck, monkeypatch, threads):
     assert calls == [3, 3]
 
 
+def test_progress_is_reported_per_frame_inside_a_chunk(franck):
+    done = []
+    out = vs_vdf.protect(franck, **FAST, progress=done.append)
+    out.get_frame(0)
+    assert done == [1, 1, 1]  # the first chunk's three frames, one by one
+
+
 def test_rgb_input_comes_back_as_rgb(franck):
     rgb = franck.resize.Bicubic(format=vs.RGB24, matrix_in_s="170m")[:3]
     out = vs_vdf.protect(rgb, **FAST)
