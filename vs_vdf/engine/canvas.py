@@ -119,13 +119,10 @@ class Canvas:
         8-bit levels inside the canvas; pixels outside it are returned as they were."""
         out = frame.clone()
         x, y = self.origins[row].tolist()
-        if not self.scaled:
-            region = out[:, y:y + self.size[0], x:x + self.size[1]]
-            region.copy_(quantise((region + change).clamp(0, 1)))
-            return out
         height, width, to_frame_x, to_frame_y = self._delivered_size()
         left, top = round(x * to_frame_x), round(y * to_frame_y)
-        enlarged = F.interpolate(change[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        enlarged = change if not self.scaled else \
+            F.interpolate(change[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         enlarged = enlarged[:, :self.frame[0] - top, :self.frame[1] - left]
         region = out[:, top:top + enlarged.shape[1], left:left + enlarged.shape[2]]
         region.copy_(quantise((region + enlarged).clamp(0, 1)))

@@ -93,7 +93,7 @@ class Objectives:
     def faces(self, frames: torch.Tensor) -> torch.Tensor:
         """The first face box (T x 4, NaN: none) the acquisition's detector finds in each frame; it sees a
         fixed-size letterboxed copy, so this costs the same at any resolution."""
-        return first_or_nan(self.models["blazeface_short"].detect(frames), "boxes", (4,), frames)
+        return acquire(self.models, frames, meshes=(), pose=False).boxes
 
     @torch.no_grad()
     def reference(self, clean: torch.Tensor) -> Reference:
