@@ -9,6 +9,7 @@ from .assets_cmd import asset_group
 from .evaluate_cmd import evaluate_command
 from .plugin_cmd import plugin_group
 from .protect_cmd import protect_command
+from .user_models_cmd import add_command, list_user_models
 
 
 class _Commands(click.Group):
@@ -27,7 +28,9 @@ def main() -> None:
     """Protect talking-head videos against 3D talking-face cloning."""
 
 
-main.add_command(asset_group("models", "pretrained face models (the surrogates the protection attacks)"))
+models_group = asset_group("models", "pretrained face models (the surrogates the protection attacks)", list_user_models)
+models_group.add_command(add_command)
+main.add_command(models_group)
 main.add_command(asset_group("media", "real sample videos and stills for the demo, tests and benchmarks"))
 main.add_command(protect_command)
 main.add_command(evaluate_command)

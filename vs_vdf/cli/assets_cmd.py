@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import click
 
 from .. import assets
@@ -22,8 +24,8 @@ def _human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def asset_group(kind: str, what: str) -> click.Group:
-    """Build the fetch/list/verify command group for one kind of asset."""
+def asset_group(kind: str, what: str, after_list: Callable[[], None] | None = None) -> click.Group:
+    """Build the fetch/list/verify command group for one kind of asset; ``after_list`` adds rows to `list`."""
 
     @click.group(name=kind, help=f"Fetch, list and verify {what}.")
     def group() -> None:
@@ -52,6 +54,8 @@ def asset_group(kind: str, what: str) -> click.Group:
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for name, licence, size, state, desc in rows:
             click.echo(f"{name:<{widths[0]}}  {state:<7}  {size:>{widths[2]}}  {licence[:40]:<40}  {desc}")
+        if after_list is not None:
+            after_list()
 
     @group.command()
     @click.argument("names", nargs=-1)

@@ -39,7 +39,8 @@ def _names(value: str, known: tuple[str, ...], option: str) -> tuple[str, ...]:
               help="Evaluate the first N frames (memory grows with N).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A BiSeNet face-parsing checkpoint to evaluate as well.")
+              help="A BiSeNet face-parsing checkpoint to evaluate as well, for this run only (`vdf models add` "
+                   "keeps one, and S3FD and FAN files, for every run).")
 @click.option("--overwrite", is_flag=True, help="Replace the JSON and HTML reports if they exist.")
 def evaluate_command(clean: Path, protected: Path, json_path: Path | None, html_path: Path | None, pipeline: str,
                      purify: str, frames: int, device: str, checkpoint: Path | None, overwrite: bool) -> None:

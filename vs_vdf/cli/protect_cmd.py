@@ -47,7 +47,8 @@ def _bitrate(value: str | None) -> int | None:
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="balanced", show_default=True, help=PRESET_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--method", type=click.Choice(list(METHODS)), default="vdf", show_default=True)
-@click.option("--targets", help=f"Comma-separated models to attack (default: all but the transfer checks). "
+@click.option("--targets", help=f"Comma-separated models to attack (default: all but the transfer checks, plus the attackers' own "
+                                    "models added with `vdf models add`). "
                                 f"Known: {', '.join(TARGETS)}.")
 @click.option("--epsilon", type=click.FloatRange(0, 0.25, min_open=True),
               help="L-infinity bound in (0, 0.25], pixel values being 0..1 (default: the preset's).")
@@ -55,7 +56,8 @@ def _bitrate(value: str | None) -> int | None:
 @click.option("--chunk", type=click.IntRange(1, 256), default=DEFAULT_CHUNK, show_default=True, help="Lookahead window in frames.")
 @click.option("--max-steps", type=click.IntRange(min=0), help="Optimisation steps per frame at most (default: the preset's).")
 @click.option("--checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A BiSeNet face-parsing checkpoint (79999_iter.pth) to attack as well.")
+              help="A BiSeNet face-parsing checkpoint (79999_iter.pth) to attack as well, for this run only "
+                   "(`vdf models add` keeps one for every run).")
 @click.option("--codec", type=click.Choice(CODECS), default="libx264", show_default=True)
 @click.option("--crf", type=click.FloatRange(*CRF_RANGE), default=18, show_default=True,
               help="Constant rate factor of the lossy encode.")

@@ -26,6 +26,7 @@ from .targets import DEFAULT_TARGETS
 
 MESHES = ("facemesh", "facemesh_v1")  # 468 points on the FaceMesh crop
 IBUG68 = ("faceapi68", "faceapi68_tiny")  # 68 points on a square box crop
+FAN_TARGETS = ("fan2d", "fan2d_pose")  # 68 points on face-alignment's crop of S3FD's box, and their pose
 
 LANDMARK_CAP = 2.5 * metrics.NME_DISRUPTED
 POSE_CAP_DEG = 3 * metrics.POSE_DISRUPTED_DEG
@@ -46,6 +47,8 @@ class Reference:
     mtcnn_points: torch.Tensor | None = None  # T x 5 x 2
     person: torch.Tensor | None = None  # T x H x W probability
     parsed_face: torch.Tensor | None = None  # T x 512 x 512 bool
+    s3fd_boxes: torch.Tensor | None = None  # T x 4: S3FD's first face, the box FAN crops from
+    fan_rotation: torch.Tensor | None = None  # T x 3 x 3: head pose from FAN's points
 
     def select(self, index: torch.Tensor | slice) -> "Reference":
         def pick(value):
@@ -72,6 +75,14 @@ def _capped(value: torch.Tensor, cap: float, unit: float) -> torch.Tensor:
     return -value.clamp(max=cap) / unit
 
 
+def _pose_loss(rotation: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The capped angle between head poses, pushed up."""
+    # sin(angle / 2) * 2 sqrt 2 is the Frobenius distance; unlike acos it has a gradient at zero.
+    chord = (rotation - reference).flatten(1).norm(dim=1) / (2 * 2 ** 0.5)
+    angle = torch.rad2deg(2 * torch.asin(chord.clamp(max=1)))
+    return _capped(angle, POSE_CAP_DEG, metrics.POSE_DISRUPTED_DEG)
+
+
 class Objectives:
     """The loaded target models, their losses and their measures."""
 
@@ -84,6 +95,9 @@ class Objectives:
         needed = {"blazeface_short"} | set(targets)
         if "headpose" in needed:
             needed.add("facemesh")
+        if needed & set(FAN_TARGETS):
+            needed |= {"s3fd", "fan2d", "pose68"}
+        needed.discard("fan2d_pose")  # a measure on fan2d's points, not a model
         self.models = {name: surrogates.load(name, device, checkpoint=checkpoint if name == "bisenet" else None)
                        for name in sorted(needed)}
         # Surrogate evaluations, in model-frames: "forward" (measures) and "backward" (losses, forward + backward).
@@ -101,6 +115,14 @@ class Objectives:
         face = acquire(models, clean, meshes=tuple(name for name in MESHES if name in models))
         ref = Reference(face.found, face.boxes, face.rois, dict(face.landmarks), face.pose.get("rotation"))
         rows, count = face.rows, clean.shape[0]
+        if "s3fd" in models:
+            ref.s3fd_boxes = first_or_nan(models["s3fd"].detect(clean), "boxes", (4,),
+                                          clean.new_zeros((), dtype=torch.float64))  # float64, as S3FD decodes
+        if "fan2d" in models:
+            found = self._fan_rows(ref)
+            points = models["fan2d"].landmarks(clean, ref.s3fd_boxes[found], found)
+            ref.landmarks["fan2d"] = scatter_rows(points, found, count)
+            ref.fan_rotation = scatter_rows(models["pose68"](points)["rotation"], found, count)
         if rows.numel() == 0:
             return ref
         for name in IBUG68:
@@ -115,6 +137,11 @@ class Objectives:
         if "bisenet" in models:
             ref.parsed_face = face_mask(models["bisenet"](clean).argmax(1))
         return ref
+
+    @staticmethod
+    def _fan_rows(ref: Reference) -> torch.Tensor:
+        """Frames where the clean frame had an S3FD face (FAN's landmarks exist only there)."""
+        return (~ref.s3fd_boxes.isnan().any(-1)).nonzero()[:, 0]
 
     def losses(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         """Per target (all, or ``names``), a loss per frame (T) to minimise; differentiable in ``frames``."""
@@ -132,11 +159,7 @@ class Objectives:
                 shift = metrics.nme(landmarks, ref.landmarks[name], metrics.FACEMESH_EYES)
                 out[name] = _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED) + 0.1 * F.softplus(presence)
             if name == "facemesh" and "headpose" in names:
-                rotation = models["headpose"](landmarks)["rotation"]
-                # sin(angle / 2) * 2 sqrt 2 is the Frobenius distance; unlike acos it has a gradient at zero.
-                chord = (rotation - ref.rotation).flatten(1).norm(dim=1) / (2 * 2 ** 0.5)
-                angle = torch.rad2deg(2 * torch.asin(chord.clamp(max=1)))
-                out["headpose"] = _capped(angle, POSE_CAP_DEG, metrics.POSE_DISRUPTED_DEG)
+                out["headpose"] = _pose_loss(models["headpose"](landmarks)["rotation"], ref.rotation)
         for name in IBUG68:
             if name in names:
                 shift = metrics.nme(models[name](frames, ref.boxes, index), ref.landmarks[name], metrics.IBUG_EYES)
@@ -150,6 +173,21 @@ class Objectives:
                 person.flatten(1).sum(1).clamp(min=1)
         if "bisenet" in names:
             out["bisenet"] = self.parser_loss(frames, ref)
+        if "s3fd" in names:
+            margins = torch.cat([margin.flatten(1) for margin, _ in models["s3fd"].raw(frames)], 1)
+            out["s3fd"] = _hinge(margins, models["s3fd"].threshold)
+        if set(FAN_TARGETS) & set(names):
+            rows = self._fan_rows(ref)
+            points = models["fan2d"](frames, ref.s3fd_boxes[rows], rows) if rows.numel() else None
+            zero = frames.new_zeros(frames.shape[0])
+            if "fan2d" in names:
+                out["fan2d"] = zero if points is None else scatter_rows(_capped(
+                    metrics.nme(points, ref.landmarks["fan2d"][rows], metrics.IBUG_EYES), LANDMARK_CAP,
+                    metrics.NME_DISRUPTED), rows, frames.shape[0]).nan_to_num()
+            if "fan2d_pose" in names:
+                out["fan2d_pose"] = zero if points is None else scatter_rows(
+                    _pose_loss(models["pose68"](points)["rotation"], ref.fan_rotation[rows]), rows,
+                    frames.shape[0]).nan_to_num()
         return out
 
     def parser_loss(self, frames: torch.Tensor, ref: Reference) -> torch.Tensor:
@@ -203,6 +241,17 @@ class Objectives:
         if "bisenet" in names:
             face = face_mask(models["bisenet"](frames).argmax(1))
             out["bisenet"] = metrics.mask_iou(face.float(), ref.parsed_face.float())
+        if "s3fd" in names:
+            out["s3fd"] = models["s3fd"].scores(frames)
+        if set(FAN_TARGETS) & set(names):
+            rows, nan = self._fan_rows(ref), frames.new_full((count,), float("nan"))
+            points = models["fan2d"].landmarks(frames, ref.s3fd_boxes[rows], rows) if rows.numel() else None
+            if "fan2d" in names:
+                out["fan2d"] = nan if points is None else scatter_rows(
+                    metrics.nme(points, ref.landmarks["fan2d"][rows], metrics.IBUG_EYES), rows, count)
+            if "fan2d_pose" in names:
+                out["fan2d_pose"] = nan if points is None else scatter_rows(metrics.pose_error_degrees(
+                    models["pose68"](points)["rotation"], ref.fan_rotation[rows]), rows, count)
         return out
 
     least_disrupted = staticmethod(table.least_disrupted)

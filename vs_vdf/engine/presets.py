@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from .transforms import ROBUSTNESS, Family, Transform
 
 # Targets whose disruption ends a frame's optimisation: the landmarks and the head pose they give
-# are what set the camera poses of a 3D talking-face model. The other targets are attacked on every
-# step taken and reported, but a frame does not wait for them.
-REQUIRED = ("facemesh", "headpose")
+# are what set the camera poses of a 3D talking-face model, and the attackers' own models (present
+# when the user has added their files) are exactly what the cloning tool will run. The other targets
+# are attacked on every step taken and reported, but a frame does not wait for them.
+REQUIRED = ("facemesh", "headpose", "s3fd", "fan2d", "fan2d_pose", "bisenet")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Preset:
     inherit_noise: float = 0.01
     weights: dict[str, float] = field(default_factory=lambda: {
         "blazeface_short": 1.0, "blazeface_full": 0.5, "mtcnn": 0.5, "facemesh": 2.0, "headpose": 2.0,
-        "faceapi68": 1.0, "selfie_segmentation": 0.5, "bisenet": 1.0})
+        "faceapi68": 1.0, "selfie_segmentation": 0.5, "bisenet": 1.0,
+        "s3fd": 1.0, "fan2d": 2.0, "fan2d_pose": 2.0})
     robustness: tuple[Family, ...] = ROBUSTNESS
 
 

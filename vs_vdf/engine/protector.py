@@ -23,7 +23,8 @@ from . import presets
 from .canvas import SSIM_WINDOW, Canvas
 from .methods import METHODS
 from .metrics import grey_ssim
-from .objectives import DEFAULT_TARGETS, Objectives, Reference
+from .objectives import Objectives, Reference
+from .targets import default_targets
 from .transforms import quantise
 
 SSIM_FLOOR_WEIGHT = 100.0
@@ -97,7 +98,9 @@ class Protector:
         if self.max_steps < 0:
             raise ValueError(f"max_steps must be 0 or more, got {self.max_steps}")
         if targets is None:
-            targets = DEFAULT_TARGETS + (("bisenet",) if checkpoint is not None else ())
+            targets = default_targets()
+            if checkpoint is not None and "bisenet" not in targets:
+                targets += ("bisenet",)
         self.objectives = Objectives(tuple(targets), self.device, checkpoint)
         self.targets = self.objectives.targets
         self.required = tuple(t for t in self.targets if t in presets.REQUIRED) or self.targets

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..surrogates import user_files
 from . import metrics
 
 
@@ -41,7 +42,11 @@ class Target:
     name: str
     kind: Kind
     transfer: bool = False  # a held-out model: measured, never optimised against by default
-    user_file: bool = False  # its weights come from the user (cannot be fetched)
+    files: tuple[str, ...] = ()  # the user's own model files it needs (they cannot be fetched)
+
+    @property
+    def user_file(self) -> bool:
+        return bool(self.files)
 
 
 TABLE = {t.name: t for t in (
@@ -54,10 +59,26 @@ TABLE = {t.name: t for t in (
     Target("selfie_segmentation", SEGMENTER),
     Target("facemesh_v1", LANDMARKS, transfer=True),
     Target("faceapi68_tiny", LANDMARKS, transfer=True),
-    Target("bisenet", SEGMENTER, user_file=True),
+    # The attackers' own models: FAN crops its input from S3FD's box, so it needs both files.
+    Target("s3fd", DETECTOR, files=("s3fd",)),
+    Target("fan2d", LANDMARKS, files=("s3fd", "fan2d")),
+    Target("fan2d_pose", POSE, files=("s3fd", "fan2d")),
+    Target("bisenet", SEGMENTER, files=("bisenet",)),
 )}
 TARGETS = tuple(TABLE)
 DEFAULT_TARGETS = tuple(t.name for t in TABLE.values() if not t.transfer and not t.user_file)
+
+
+def with_user_files(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` plus every target whose model files the user has added (``vdf models add``)."""
+    added = set(user_files.present())
+    return names + tuple(t.name for t in TABLE.values()
+                         if t.user_file and t.name not in names and set(t.files) <= added)
+
+
+def default_targets() -> tuple[str, ...]:
+    """The default ensemble: the fetchable models, plus the attackers' own models the user has added."""
+    return with_user_files(DEFAULT_TARGETS)
 
 
 def parse(names: tuple[str, ...] | str | None) -> tuple[str, ...] | None:

@@ -13,7 +13,7 @@ import torch
 from ..engine import targets
 from ..engine.objectives import Objectives
 
-EVALUATED = tuple(name for name, target in targets.TABLE.items() if not target.user_file)
+EVALUATED = tuple(name for name, target in targets.TABLE.items() if not target.user_file)  # plus added files
 
 
 @dataclass
@@ -30,8 +30,9 @@ class Comparison:
 class Analyst:
     """Runs the surrogates as black boxes (no gradients), in batches, on clean and test frames."""
 
-    def __init__(self, models: tuple[str, ...] = EVALUATED, device: str | torch.device = "cpu",
+    def __init__(self, models: tuple[str, ...] | None = None, device: str | torch.device = "cpu",
                  checkpoint: Path | str | None = None, batch: int = 16):
+        models = targets.with_user_files(EVALUATED) if models is None else models
         if checkpoint is not None and "bisenet" not in models:
             models = (*models, "bisenet")
         self.objectives = Objectives(models, device, checkpoint)

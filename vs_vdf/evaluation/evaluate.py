@@ -81,6 +81,21 @@ def json_safe(value):
     return value
 
 
+def attacker_models_text(document: dict) -> str:
+    """Which of the ER-NeRF preprocessing's own models (the user's files) took part, and what stood in."""
+    status = document.get("pipelines", {}).get("ernerf", {}).get("attacker_models")
+    if not status:
+        return "ER-NeRF replica not run"
+    parts = []
+    for kind, entry in status.items():
+        if entry["present"]:
+            release = f", the release file {entry['release']}" if entry["release"] else ", not a known release file"
+            parts.append(f"{kind}: the user's file {entry['file']}{release}")
+        else:
+            parts.append(f"{kind}: absent, stood in for by {' + '.join(entry['stood_in_for_by'])}")
+    return "ER-NeRF's own models: " + "; ".join(parts)
+
+
 def one_line(document: dict) -> str:
     """The console summary: fidelity, then the headline disruption figures."""
     models = document["models"]
@@ -97,4 +112,5 @@ def one_line(document: dict) -> str:
         fm = document["pipelines"]["ernerf"]["models"].get("facemesh")
         if fm:
             parts.append(f"after ER-NeRF path {fm['disrupted_fraction']:.0%}")
+        parts.append(attacker_models_text(document))
     return "; ".join(parts)

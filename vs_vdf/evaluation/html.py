@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..engine import targets
+from .evaluate import attacker_models_text
 
 CURVES = (("facemesh", "FaceMesh NME"), ("headpose", "head-pose error (deg)"),
           ("blazeface_short", "BlazeFace best score"))
@@ -116,7 +117,8 @@ def render(document: dict, clean: torch.Tensor, protected: torch.Tensor, analyst
     for name, entry in document["pipelines"].items():
         row = {"_name": name, "would_crash": entry["would_crash"],
                "background_plate_head_leak": entry.get("background_plate_head_leak")}
-        for model in ("facemesh", "headpose", "faceapi68", "blazeface_short", "selfie_segmentation"):
+        for model in ("facemesh", "headpose", "faceapi68", "blazeface_short", "selfie_segmentation", "s3fd", "fan2d",
+                      "fan2d_pose", "bisenet"):
             if model in entry["models"]:
                 row[f"{model} disrupted"] = entry["models"][model]["disrupted_fraction"]
         pipeline_rows.append(row)
@@ -137,6 +139,7 @@ pre{{background:#f4f4f4;padding:1em}}</style></head><body>
 <p>Disrupted: {html.escape(targets.rules_text())}.</p>
 {_table(model_rows, model_columns, "model")}
 <h2>Attacker pipelines</h2>
+<p>{html.escape(attacker_models_text(document))}</p>
 {_table(pipeline_rows, pipeline_columns, "pipeline")}
 <h2>Purifications: retention of disruption (after / before)</h2>
 {_table(purification_rows, purification_columns, "purification")}

@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine import metrics, targets
 from ..engine.codec import to_rgb24
+from ..surrogates import user_files
+from ..surrogates.boxes import first_or_nan
+from ..surrogates.chain import scatter_rows
 
 
 def ffmpeg_exe() -> str:
@@ -71,29 +75,91 @@ def _batches(count: int, size: int = 16):
     return (slice(start, start + size) for start in range(0, count, size))
 
 
+# What the ER-NeRF preprocessing runs, and which fetchable models stand in when the user has not added it.
+ERNERF_MODELS = {"s3fd": ("blazeface_short", "mtcnn"), "fan2d": ("faceapi68",), "bisenet": ("selfie_segmentation",)}
+
+
+def attacker_models() -> dict[str, dict]:
+    """Per attacker model of the ER-NeRF preprocessing: whether the user's file is present (and which
+    release it matches), or which fetchable models stood in for it."""
+    out = {}
+    for kind, stand_ins in ERNERF_MODELS.items():
+        record = user_files.record(kind) if user_files.state_of(kind) == "ok" else None
+        out[kind] = ({"present": True, "file": record.source_name, "release": record.release} if record else
+                     {"present": False, "stood_in_for_by": list(stand_ins)})
+    return out
+
+
+def _attacker_landmarks(models: dict, frames: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """face-alignment as ER-NeRF calls it: S3FD on each frame, FAN on its first face (NaN where none)."""
+    points, missing = [], []
+    for part in _batches(frames.shape[0], 4):
+        found = models["s3fd"].detect(frames[part])
+        boxes = first_or_nan(found, "boxes", (4,), frames.new_zeros((), dtype=torch.float64))  # as decoded
+        rows = (~boxes.isnan().any(-1)).nonzero()[:, 0]
+        missing += [part.start + i for i, faces in enumerate(found) if not len(faces)]
+        landmarks = models["fan2d"].landmarks(frames[part], boxes[rows], rows) if "fan2d" in models else None
+        points.append(scatter_rows(landmarks, rows, len(found)) if landmarks is not None else
+                      frames.new_full((len(found), 68, 2), float("nan")))
+    return torch.cat(points), missing
+
+
+def _plate_leak(person_clean: torch.Tensor, person: torch.Tensor) -> float:
+    """How much of the head the static background plate would absorb: pixels never background in the
+    clean samples but background in at least one protected sample."""
+    head_always = person_clean.all(0)
+    exposed = (~person).any(0)
+    return float((head_always & exposed).sum() / head_always.sum().clamp(min=1))
+
+
 @torch.no_grad()
 def ernerf_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fps) -> dict:
     """Models on the JPEG frames, whether the real script would stop on a frame without a face, and how
-    much of the head the static background plate (every 20th frame's background) would absorb."""
+    much of the head the static background plate (every 20th frame's background) would absorb. With the
+    user's S3FD, FAN and BiSeNet files, exactly those models decide (S3FD's faces, FAN's points on
+    S3FD's box of the same frame, BiSeNet's background); without them, fetchable models stand in."""
     seen_clean, seen = ernerf(clean, fps), ernerf(protected, fps)
-    result = {"models": analyst.summary(analyst.compare(seen_clean, seen))}
+    result = {"attacker_models": attacker_models(), "models": analyst.summary(analyst.compare(seen_clean, seen))}
+    models = analyst.objectives.models
     missing = {}
     for name in ("blazeface_short", "mtcnn"):
-        if name in analyst.objectives.models:
-            model = analyst.objectives.models[name]
-            found = [len(d) > 0 for part in _batches(seen.shape[0]) for d in model.detect(seen[part])]
+        if name in models:
+            found = [len(d) > 0 for part in _batches(seen.shape[0]) for d in models[name].detect(seen[part])]
             missing[name] = [i for i, ok in enumerate(found) if not ok]
+    if "s3fd" in models:
+        reference, _ = _attacker_landmarks(models, seen_clean)
+        landmarks, missing["s3fd"] = _attacker_landmarks(models, seen)
+        if "fan2d" in models:
+            result["fan2d_on_own_detection"] = _landmark_figures(models, landmarks, reference)
+    # The real script stops on its own detector's miss; stand-ins decide only when S3FD is absent.
     result["frames_without_face"] = missing
-    result["would_crash"] = any(bool(v) for v in missing.values())
-    segmenter = analyst.objectives.models.get("selfie_segmentation")
-    if segmenter is not None:
-        sampled = slice(0, None, 20)
-        person_clean = segmenter(seen_clean[sampled]) > segmenter.threshold
-        person = segmenter(seen[sampled]) > segmenter.threshold
-        head_always = person_clean.all(0)  # never background in the clean video: the plate cannot see it
-        exposed = (~person).any(0)  # background in at least one protected sample: painted into the plate
-        result["background_plate_head_leak"] = float((head_always & exposed).sum() / head_always.sum().clamp(min=1))
+    deciding = ("s3fd",) if "s3fd" in missing else tuple(missing)
+    result["would_crash"] = any(bool(missing[name]) for name in deciding)
+    sampled = slice(0, None, 20)
+    if "bisenet" in models:
+        parser = models["bisenet"]
+        result["background_plate_head_leak"] = _plate_leak(parser.labels(seen_clean[sampled]) != 0,
+                                                           parser.labels(seen[sampled]) != 0)
+    elif "selfie_segmentation" in models:
+        segmenter = models["selfie_segmentation"]
+        result["background_plate_head_leak"] = _plate_leak(segmenter(seen_clean[sampled]) > segmenter.threshold,
+                                                           segmenter(seen[sampled]) > segmenter.threshold)
     return result
+
+
+def _landmark_figures(models: dict, landmarks: torch.Tensor, reference: torch.Tensor) -> dict:
+    """NME and head-pose error of the pipeline's own 68 points against the clean video's, on frames where
+    both found a face."""
+    both = ~(landmarks.isnan().any((1, 2)) | reference.isnan().any((1, 2)))
+    if not both.any():
+        return {"frames": 0}
+    shift = metrics.nme(landmarks[both], reference[both], metrics.IBUG_EYES)
+    error = metrics.pose_error_degrees(models["pose68"](landmarks[both])["rotation"],
+                                       models["pose68"](reference[both])["rotation"])
+    return {"frames": int(both.sum()), "nme_mean": float(shift.mean()),
+            "disrupted_fraction": float(targets.disrupted("fan2d", shift).float().mean()),
+            "pose_error_deg_mean": float(error.mean()),
+            "pose_disrupted_fraction": float(targets.disrupted("fan2d_pose", error).float().mean())}
 
 
 @torch.no_grad()
@@ -101,7 +167,6 @@ def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fp
     """Models on the re-encoded 512 x 512 frames, plus FaceMesh tracked as that pipeline does: on the
     frame's own detection, reusing the previous landmarks when no face is found (none on the first
     frame stops the run)."""
-    from ..engine import metrics, targets
     from ..surrogates.chain import acquire
 
     seen_clean, seen = genefacepp(clean, fps), genefacepp(protected, fps)

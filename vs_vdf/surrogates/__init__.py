@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from .. import weights
+from . import user_files
 
 NAMES = (
     "blazeface_short", "blazeface_full", "blazeface_back", "facemesh", "facemesh_v1", "iris",
     "selfie_segmentation", "selfie_segmentation_landscape", "faceapi68", "faceapi68_tiny", "mtcnn",
-    "headpose", "bisenet",
+    "headpose", "bisenet", "s3fd", "fan2d", "pose68",
 )
 
 
@@ -58,11 +59,22 @@ def _build(name: str, checkpoint: Path | str | None) -> nn.Module:
     if name == "bisenet":
         from .bisenet import FaceParser
         return FaceParser(checkpoint)
+    if name == "s3fd":
+        from .s3fd import S3FD
+        return S3FD(user_files.load_state("s3fd"))
+    if name == "fan2d":
+        from .fan import FAN2D
+        return FAN2D(user_files.load_state("fan2d"))
+    if name == "pose68":
+        from .headpose import CanonicalFace
+        from .pose68 import Pose68
+        return Pose68(CanonicalFace.load(weights.path("canonical_face")))
     raise ValueError(f"unknown surrogate {name!r}; known: {', '.join(NAMES)}")
 
 
 def load(name: str, device: str | torch.device = "cpu", *, checkpoint: Path | str | None = None) -> nn.Module:
-    """A frozen surrogate on ``device``. ``checkpoint`` is the user's BiSeNet weights (``bisenet`` only)."""
+    """A frozen surrogate on ``device``. ``s3fd``, ``fan2d`` and ``bisenet`` read the files the user added
+    (``user_files``); ``checkpoint`` overrides BiSeNet's."""
     module = _build(name, checkpoint).to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)

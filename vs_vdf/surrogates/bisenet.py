@@ -1,29 +1,30 @@
 """BiSeNet face parser (ResNet-18 context path, 19 CelebAMask-HQ classes), the VDF reference target.
 
 Its weights cannot be fetched from a registry: users bring the checkpoint their attackers' tools
-download (``79999_iter.pth``). The module names below follow that checkpoint's layout so it loads
-strictly; it is read with ``weights_only=True`` so a checkpoint cannot run code.
+download (``79999_iter.pth``), added with ``vdf models add`` (or passed as ``--checkpoint``). The module
+names below follow that checkpoint's layout so it loads strictly; ``user_files`` reads it with
+``weights_only=True`` so a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
-from ..errors import VdfError
+from . import user_files
+from .as_computed import image_8bit, matched
+from .user_files import CheckpointError  # noqa: F401  (raised by load_checkpoint)
 
 CLASSES = 19
 INPUT_SIZE = 512
 FACE_CLASSES = tuple(range(1, 14))  # skin, brows, eyes, glasses, ears, earring, nose, mouth, lips
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class CheckpointError(VdfError, ValueError):
-    """The BiSeNet checkpoint is missing, unreadable or of another architecture."""
 
 
 class ConvBNReLU(nn.Module):
@@ -144,38 +145,9 @@ class BiSeNet(nn.Module):
 
 
 def load_checkpoint(path: Path | str | None) -> BiSeNet:
-    """A BiSeNet from a user-supplied checkpoint in the original layout."""
-    if path is None:
-        raise CheckpointError("bisenet needs its face-parsing weights (79999_iter.pth, the file face-parsing tools "
-                              "download), which cannot be fetched here: pass --checkpoint PATH on the command line, "
-                              "checkpoint=PATH in Python")
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"bisenet checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, zip errors, refused globals: all mean "not plain weights"
-        # PyTorch's own message suggests loading with weights_only=False, which would run the file's code: not
-        # advice to pass on for a file of unknown origin.
-        raise CheckpointError(f"{path} is not a plain-weights PyTorch checkpoint ({exc.__class__.__name__}); it was "
-                              "refused without running anything in it") from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+    """A BiSeNet from ``path``, or from the file added with ``vdf models add`` when ``path`` is None."""
     net = BiSeNet()
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state)
-                   if not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                           for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                           if keys)
-        raise CheckpointError(f"{path} is not a 19-class BiSeNet face-parsing checkpoint ({detail})")
-    net.load_state_dict(state)
+    net.load_state_dict(user_files.load_state("bisenet") if path is None else user_files.checked_state(path, "bisenet")[1])
     return net  # surrogates.load freezes it with every other model
 
 
@@ -193,6 +165,18 @@ class FaceParser(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Differentiable class probabilities (N x 19 x 512 x 512) of frames resized to 512 x 512."""
-        pixels = F.interpolate(frames, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        return F.softmax(self.net((pixels - self.mean) / self.std), 1)
+        """Differentiable class probabilities (N x 19 x 512 x 512) of frames resized to 512 x 512 as the
+        attackers' script does (Pillow's bilinear resize of the 8-bit frame, antialiased when shrinking)."""
+        pixels = F.interpolate(frames * 255, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
+                               antialias=True)
+        exact = torch.stack([torch.from_numpy(np.array(
+            Image.fromarray(image_8bit(frame)).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR))).permute(2, 0, 1)
+            for frame in frames])
+        return F.softmax(self.net((matched(pixels, exact) / 255 - self.mean) / self.std), 1)
+
+    @torch.no_grad()
+    def labels(self, frames: torch.Tensor) -> torch.Tensor:
+        """The attackers' label map (N x H x W class indices): the argmax at 512 x 512, resized back to the
+        frame's size with nearest neighbour (OpenCV's rule: source pixel floor(x * 512 / W))."""
+        parsed = self(frames).argmax(1, keepdim=True).float()
+        return F.interpolate(parsed, size=frames.shape[-2:], mode="nearest")[:, 0].long()
