@@ -204,7 +204,7 @@ def test_bisenet_without_a_file_says_what_to_pass():
 def test_bisenet_refuses_a_checkpoint_of_another_model(tmp_path):
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3, 3)}, other)
-    with pytest.raises(bisenet.CheckpointError, match="not a 19-class BiSeNet.*missing"):
+    with pytest.raises(bisenet.CheckpointError, match="not a BiSeNet face parser.*missing"):
         surrogates.load("bisenet", checkpoint=other)
 
 

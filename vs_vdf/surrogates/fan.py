@@ -33,6 +33,7 @@ REFERENCE_SCALE = 195.0  # the S3FD box's width + height per unit of crop scale
 CENTRE_RAISE = 0.12  # of the box height
 SCALE_UNIT = 200.0  # crop side in pixels per unit of scale
 SHARPNESS = 30.0  # soft-argmax temperature on heatmaps whose peak is about 1
+SOFT_WINDOW = 2  # heatmap pixels either side of the argmax that the soft argmax averages over
 
 
 class ConvBlock(nn.Module):
@@ -178,11 +179,16 @@ def exact_peaks(heatmaps: torch.Tensor) -> torch.Tensor:
 
 
 def soft_peaks(heatmaps: torch.Tensor) -> torch.Tensor:
-    """A differentiable stand-in for ``exact_peaks``: the softmax-weighted mean position plus half a pixel."""
+    """A differentiable stand-in for ``exact_peaks``: the softmax-weighted mean position, plus half a pixel,
+    over a small window around the argmax (so it stays near the exact point however flat the map)."""
     count, points, height, width = heatmaps.shape
-    weights = F.softmax(heatmaps.flatten(2) * SHARPNESS, -1).view(count, points, height, width)
+    index = heatmaps.detach().flatten(2).argmax(-1)
     xs = torch.arange(width, device=heatmaps.device, dtype=heatmaps.dtype)
     ys = torch.arange(height, device=heatmaps.device, dtype=heatmaps.dtype)
+    near_x = ((xs - (index % width)[..., None]).abs() <= SOFT_WINDOW)[..., None, :]
+    near_y = ((ys - (index // width)[..., None]).abs() <= SOFT_WINDOW)[..., :, None]
+    logits = (heatmaps * SHARPNESS).masked_fill(~(near_x & near_y), float("-inf"))
+    weights = F.softmax(logits.flatten(2), -1).view(count, points, height, width)
     return torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], -1) + 0.5
 
 

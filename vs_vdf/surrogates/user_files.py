@@ -171,7 +171,7 @@ def checked_state(path: Path | str, kind: str | None = None, *, allow_torchscrip
 
 def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".partial-", delete=False)
+    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".partial-", suffix=target.suffix, delete=False)
     handle.close()
     try:
         write(Path(handle.name))
