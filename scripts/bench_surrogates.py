@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from vs_vdf import samples, surrogates
+from vs_vdf.surrogates import user_files
 from vs_vdf.surrogates.chain import Chain
+from vs_vdf.surrogates.s3fd import BGR_MEAN
 
 
 def _best_ms(fn, repeats: int) -> float:
@@ -35,6 +37,37 @@ def _net_input(name: str, net, frames: torch.Tensor) -> torch.Tensor:
     return pixels * 2 - 1 if name.startswith("blazeface") else pixels
 
 
+def _timed(net, x: torch.Tensor, repeats: int) -> tuple[float, float]:
+    def forward():
+        with torch.no_grad():
+            net(x)
+
+    def backward():
+        out = net(x.clone().requires_grad_())
+        outputs = [out] if isinstance(out, torch.Tensor) else [t for part in out for t in
+                                                                (part if isinstance(part, tuple) else (part,))]
+        sum(t.float().sum() for t in outputs).backward()
+
+    return _best_ms(forward, repeats), _best_ms(backward, repeats)
+
+
+def _user_model_rows(frames: torch.Tensor, args) -> list[tuple]:
+    """The attackers' own models the user added (`vdf models add`), on their own input sizes: S3FD on the
+    whole frame, FAN on a 256 x 256 crop, BiSeNet at 512 x 512. Absent ones are named, not timed."""
+    inputs = {"s3fd": lambda: frames.flip(1) * 255 - torch.tensor(BGR_MEAN, device=frames.device).view(1, 3, 1, 1),
+              "fan2d": lambda: F.interpolate(frames, size=(256, 256), mode="bilinear"),
+              "bisenet": lambda: F.interpolate(frames, size=(512, 512), mode="bilinear")}
+    rows = []
+    for kind, make in inputs.items():
+        if kind not in user_files.present():
+            print(f"{kind}: not added (`vdf models add FILE`), not timed")
+            continue
+        x = make().contiguous()
+        rows.append((f"{kind} .net (user file)", tuple(x.shape[1:]), *_timed(surrogates.load(kind, args.device).net, x,
+                                                                             args.repeats)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -49,17 +82,8 @@ def main() -> None:
                  "selfie_segmentation", "faceapi68", "faceapi68_tiny"):
         net = surrogates.load(name, args.device).net
         x = _net_input(name, net, frames).contiguous()
-
-        def forward():
-            with torch.no_grad():
-                net(x)
-
-        def backward():
-            xg = x.clone().requires_grad_()
-            out = net(xg)
-            sum(o.float().sum() for o in (out if isinstance(out, tuple) else (out,))).backward()
-
-        rows.append((f"{name} .net", tuple(x.shape[1:]), _best_ms(forward, args.repeats), _best_ms(backward, args.repeats)))
+        rows.append((f"{name} .net", tuple(x.shape[1:]), *_timed(net, x, args.repeats)))
+    rows += _user_model_rows(frames, args)
 
     chain = Chain(device=args.device)
 

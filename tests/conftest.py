@@ -12,6 +12,13 @@ def manifest() -> assets.Manifest:
     return assets.default_manifest()
 
 
+@pytest.fixture(autouse=True)
+def no_user_models(tmp_path_factory, monkeypatch):
+    """No attacker model files unless a test adds its own: the models a developer added to the real cache
+    would otherwise change every default ensemble."""
+    monkeypatch.setenv("VS_VDF_USER_MODELS", str(tmp_path_factory.mktemp("no-user-models")))
+
+
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch):
     """A fresh, empty cache folder used by every fetch in the test."""

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics
-from vs_vdf.engine.targets import DEFAULT_TARGETS
+from vs_vdf.engine.targets import default_targets
+from test_attacker_models import added, checkpoints, franck, user_models  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
@@ -29,7 +30,7 @@ def test_protector_on_cuda_with_every_default_target(frames, options):
     out, stats = protector.protect(frames.cuda())
     assert out.is_cuda and out.shape == frames.shape
     assert all(set(s.success) == set(protector.targets) for s in stats)
-    assert set(protector.targets) == set(DEFAULT_TARGETS)
+    assert set(protector.targets) == set(default_targets())
     assert float(metrics.psnr(out.cpu(), frames).mean()) > 30
 
 
@@ -63,3 +64,16 @@ def test_node_on_cuda(clips):
     clip = vs.core.bs.VideoSource(source=str(clips["franck"]), cachemode=0)
     out = vs_vdf.protect(clip, device="cuda", max_steps=1, chunk=3, targets="facemesh,headpose")
     assert all(out.get_frame(n).props["VdfFace"] == 1 for n in range(3))
+
+
+def test_attackers_models_on_cuda(added, franck):
+    from vs_vdf.engine.objectives import Objectives
+
+    names = ("s3fd", "fan2d", "fan2d_pose", "bisenet")
+    on_gpu, on_cpu = Objectives(names, device="cuda"), Objectives(names)
+    ref, ref_cpu = on_gpu.reference(franck.cuda()), on_cpu.reference(franck)
+    assert torch.allclose(ref.s3fd_boxes.cpu(), ref_cpu.s3fd_boxes, atol=0.05)
+    pixels = franck.cuda().requires_grad_()
+    sum(on_gpu.losses(pixels, ref).values()).sum().backward()
+    assert pixels.grad.isfinite().all() and pixels.grad.abs().sum() > 0
+    assert set(on_gpu.measures(franck.cuda(), ref, names)) == set(names)

@@ -135,7 +135,8 @@ def test_joint_mode_and_the_reference_method_run(frames):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(method="pgd"), "unknown method"),
     (dict(preset="extreme"), "unknown preset"),
-    (dict(targets=("s3fd",)), "unknown target"),
+    (dict(targets=("retinaface",)), "unknown target"),
+    (dict(targets=("s3fd",)), "needs the user's own weights.*vdf models add"),
     (dict(device="tpu"), "device"),
     (dict(epsilon=0.5), "epsilon"),
 ])
