@@ -221,3 +221,18 @@ def test_metric_definitions():
     assert metrics.ssim(image, image).allclose(torch.ones(2))
     noisy = (image + 4 / 255).clamp(0, 1)
     assert 30 < float(metrics.psnr(noisy, image).mean()) < 37
+
+
+@pytest.mark.parametrize("preset, floor", [("balanced", 36.0), ("light", 40.0)])
+def test_the_psnr_floor_holds_on_a_close_up_whatever_the_epsilon(frames, preset, floor):
+    """A phone-style close-up (the face filling a 720x480 frame) with an epsilon far above the preset's: the
+    delivered 8-bit frames keep the preset's PSNR floor, the change scaled down only as far as needed."""
+    face = frames[:2, :, 40:256, 72:396]  # franck's head and shoulders, 3:2
+    close_up = F.interpolate(face, size=(480, 720), mode="bicubic", align_corners=False).clamp(0, 1)
+    close_up = metrics.to_8bit(close_up) / 255
+    out, stats = Protector(preset, epsilon=0.12, max_steps=2).protect(close_up)
+    quality = metrics.psnr(out, close_up)
+    assert bool((quality >= floor).all()), quality
+    scaled = [s.change_scale for s in stats if s.change_scale < 1]
+    assert scaled and all(0 < s < 1 for s in scaled)
+    assert float(quality.min()) < floor + 1  # scaled to the floor, not far past it

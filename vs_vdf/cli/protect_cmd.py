@@ -19,9 +19,9 @@ from ..media.writer import BIT_DEPTHS, CODECS, CONTAINERS, CRF_RANGE
 from .paths import check_outputs
 from .signals import stop_on_signals
 
-PRESET_HELP = ("light: epsilon 6/255, up to 30 steps a frame (the fastest, least visible); "
-               "balanced: 10/255, up to 60 steps (about 36 dB PSNR on the sample clips); "
-               "strong: 0.05, up to 150 steps and a harder check (the slowest; the change can be visible).")
+PRESET_HELP = ("light: epsilon 6/255, up to 30 steps a frame, every frame kept at PSNR >= 40 dB (the fastest, least "
+               "visible); balanced: 10/255, up to 60 steps, every frame kept at PSNR >= 36 dB; strong: 0.05, up to "
+               "150 steps and a harder check, no PSNR floor (the slowest; the change can be visible).")
 FRAMES_IN_FLIGHT = 4  # decoded, protected frames waiting for the encoder
 
 
@@ -190,7 +190,8 @@ class _Job:
                        "a stronger preset or more --max-steps protects more", err=True)
         if report is not None:
             frames = [{"frame": s.index, "face": s.face, "disrupted": s.disrupted, "steps": s.steps,
-                       "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds}
+                       "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds,
+                       "change_scale": s.change_scale}
                       for s in stats]
             document = {"input": str(source), "output": str(output), "complete": True, "options": self.options,
                         "encoding": vars(self.encoding), "frames_limit": self.limit, "summary": summary,

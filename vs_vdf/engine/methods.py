@@ -41,6 +41,7 @@ class Settings:
     first_check_every: int  # ... and on a frame that inherited nothing
     fidelity_weight: float  # weight of (1 - SSIM) against the attack losses
     ssim_floor: float | None  # below this SSIM a steep penalty takes over; None: no floor
+    psnr_floor: float | None  # delivered frames keep at least this PSNR (dB); None: no floor
     margin: float  # the measures must pass their thresholds by this factor
     inherit: float  # factor on the similarity a frame inherits its predecessor's parameters with; 0: never
     inherit_noise: float
@@ -56,7 +57,7 @@ class Vdf:
 
     def settings(self, preset: Preset) -> Settings:
         return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
-                        preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.margin,
+                        preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
                         1.0 if self.inherits else 0.0, preset.inherit_noise, preset.check)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
@@ -100,7 +101,7 @@ class Released(Vdf):
     def settings(self, preset: Preset) -> Settings:
         variants = tuple(Transform("scale", s) if s != 1 else Transform("identity") for s, _ in self.SCALES)
         return Settings(epsilon=0.05, max_steps=3000, learning_rate=1e-2, check_every=1, first_check_every=5,
-                        fidelity_weight=0.5, ssim_floor=None, margin=1.0, inherit=0.8,
+                        fidelity_weight=0.5, ssim_floor=None, psnr_floor=None, margin=1.0, inherit=0.8,
                         inherit_noise=preset.inherit_noise, variants=variants)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:

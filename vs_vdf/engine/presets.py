@@ -24,6 +24,10 @@ class Preset:
     check_every: int = 2
     fidelity_weight: float = 1.0  # weight of (1 - SSIM) against the attack losses
     ssim_floor: float = 0.96  # below this SSIM to the clean frame, a steep penalty takes over
+    # The fidelity promise: every delivered 8-bit frame keeps at least this PSNR (dB) to the input, whatever
+    # the face size (the budget grows with the face). The loop is steered toward it; the change is scaled
+    # down on delivery where it still falls short. None: no floor.
+    psnr_floor: float | None = 36.0
     inherit_noise: float = 0.01
     weights: dict[str, float] = field(default_factory=lambda: {
         "blazeface_short": 1.0, "blazeface_full": 0.5, "mtcnn": 0.5, "facemesh": 2.0, "headpose": 2.0,
@@ -33,9 +37,9 @@ class Preset:
 
 
 PRESETS = {
-    "light": Preset("light", epsilon=6 / 255, max_steps=30, margin=1.15, ssim_floor=0.975),
+    "light": Preset("light", epsilon=6 / 255, max_steps=30, margin=1.15, ssim_floor=0.975, psnr_floor=40.0),
     "balanced": Preset("balanced", epsilon=10 / 255, max_steps=60),
-    "strong": Preset("strong", epsilon=0.05, max_steps=150, margin=1.5, ssim_floor=0.92, check=(
+    "strong": Preset("strong", epsilon=0.05, max_steps=150, margin=1.5, ssim_floor=0.92, psnr_floor=None, check=(
         Transform("identity"), Transform("h264", 28), Transform("scale", 0.5))),
 }
 

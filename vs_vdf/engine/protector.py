@@ -22,12 +22,15 @@ from ..errors import VdfError
 from . import presets
 from .canvas import SSIM_WINDOW, Canvas
 from .methods import METHODS
-from .metrics import grey_ssim
+from .metrics import grey_ssim, psnr
 from .objectives import Objectives, Reference
 from .targets import default_targets
 from .transforms import quantise
 
 SSIM_FLOOR_WEIGHT = 100.0
+PSNR_FLOOR_WEIGHT = 1.0  # per dB below the floor (plus its margin), against attack losses of order 1
+PSNR_FLOOR_MARGIN_DB = 0.3  # the loop aims this far above the floor: enlarging to the delivered size adds error
+PSNR_SCALE_STEPS = 12  # bisection steps for the delivery scale (1/4096 of the change)
 
 
 class DeviceError(VdfError, ValueError):
@@ -50,6 +53,7 @@ class FrameStats:
     measures: dict[str, float] = field(default_factory=dict)  # per target, worst case over the check variants
     losses: dict[str, float] = field(default_factory=dict)  # per target, at the last step taken
     seconds: float = 0.0
+    change_scale: float = 1.0  # < 1 where the change was scaled down on delivery to keep the PSNR floor
 
     @property
     def disrupted(self) -> bool:
@@ -132,7 +136,7 @@ class Protector:
             changes = self._protect_jointly(scene, stats, generator, report) if self.joint else \
                 self._protect_in_order(scene, stats, generator, report)
             for j, row in enumerate(rows.tolist()):
-                protected[row] = canvas.apply(clean[row], changes[j], row)
+                protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row)
             self._final_check(canvas.shrink(protected[rows]), scene.ref, [stats[i] for i in rows.tolist()])
         if rows.numel() < clean.shape[0]:
             report(clean.shape[0] - rows.numel())  # the frames without a face
@@ -204,11 +208,39 @@ class Protector:
             fidelity = settings.fidelity_weight * (1 - similarity)
             if settings.ssim_floor is not None:
                 fidelity = fidelity + SSIM_FLOOR_WEIGHT * torch.relu(settings.ssim_floor - similarity)
+            if settings.psnr_floor is not None:
+                fidelity = fidelity + PSNR_FLOOR_WEIGHT * torch.relu(
+                    settings.psnr_floor + PSNR_FLOOR_MARGIN_DB - self._working_psnr(protected, scene))
             optimiser.zero_grad(set_to_none=True)
             (attack + fidelity).sum().backward()
             optimiser.step()
             losses |= {name: float(value.detach().mean()) for name, value in per_target.items()}
         return self.max_steps, losses
+
+    @staticmethod
+    def _working_psnr(protected: torch.Tensor, scene: "_Scene") -> torch.Tensor:
+        """PSNR (dB, per frame) of the working frames, from their canvases: the change lives only there."""
+        canvas = scene.canvas
+        error = (canvas.crop(protected, scene.rows) - scene.canvases).pow(2).flatten(1).mean(1)
+        share = (canvas.size[0] * canvas.size[1]) / (canvas.working[0] * canvas.working[1])
+        return -10 * torch.log10((error * share).clamp(min=1e-12))
+
+    def _deliver(self, canvas: Canvas, clean: torch.Tensor, change: torch.Tensor, row: int) -> tuple[torch.Tensor, float]:
+        """One delivered frame with its change; where it falls below the PSNR floor, the change is scaled
+        down (by bisection on the 8-bit frame) until it keeps the floor. Returns the frame and the scale."""
+        protected = canvas.apply(clean, change, row)
+        floor = self.settings.psnr_floor
+        if floor is None or float(psnr(protected[None], clean[None])) >= floor:
+            return protected, 1.0
+        low, high, best = 0.0, 1.0, clean.clone()
+        for _ in range(PSNR_SCALE_STEPS):
+            middle = (low + high) / 2
+            candidate = canvas.apply(clean, change * middle, row)
+            if float(psnr(candidate[None], clean[None])) >= floor:
+                low, best = middle, candidate
+            else:
+                high = middle
+        return best, low
 
     def _stop_if_interrupted(self) -> None:
         if self.interrupt is not None and self.interrupt.is_set():
