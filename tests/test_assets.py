@@ -18,7 +18,7 @@ from vs_vdf.assets import download
 REQUIRED_MODELS = {
     "blazeface_short", "blazeface_full", "blazeface_back", "facemesh", "facemesh_v1", "iris",
     "selfie_segmentation", "faceapi68", "faceapi68_tiny", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet",
-    "canonical_face",
+    "canonical_face", "tinyface", "tinyface_weights",
 }
 REQUIRED_MEDIA = {"franck", "wolfgang", "face_noface", "noface_face", "no_face"}
 

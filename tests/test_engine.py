@@ -137,6 +137,7 @@ def test_joint_mode_and_the_reference_method_run(frames):
     (dict(preset="extreme"), "unknown preset"),
     (dict(targets=("retinaface",)), "unknown target"),
     (dict(targets=("s3fd",)), "needs the user's own weights.*vdf models add"),
+    (dict(targets=("facemesh", "tinyface")), "held-out check.*never optimised"),
     (dict(device="tpu"), "device"),
     (dict(epsilon=0.5), "epsilon"),
 ])

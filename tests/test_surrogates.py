@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,6 +94,29 @@ def test_faceapi_port_matches_face_api_js(name, real_frames, tmp_path):
     reference = np.fromfile(tmp_path / "output.f32", dtype=np.float32).reshape(-1, 136)
     ours = surrogate.net(crops).numpy()
     assert np.abs(ours - reference).max() <= 1e-4  # landmarks are fractions of the crop size
+
+
+@pytest.mark.parametrize("sample", ["franck", "wolfgang"])
+def test_tinyface_port_matches_face_api_js(sample, tmp_path):
+    """The held-out detector: raw outputs and located faces as face-api.js computes them (node)."""
+    if shutil.which("node") is None or not (FACEAPI_REFERENCE / "node_modules").is_dir():
+        pytest.skip("REFERENCE MISSING: node or tests/faceapi_node/node_modules is absent (scripts/setup installs it)")
+    frame = samples.read_frames(sample, 1)
+    image = (frame[0].permute(1, 2, 0) * 255).contiguous().numpy().astype(np.float32)
+    image.tofile(tmp_path / "input.f32")
+    manifest = weights.path("tinyface")
+    subprocess.run(["node", str(FACEAPI_REFERENCE / "tinyface.cjs"), str(manifest.parent), str(tmp_path / "input.f32"),
+                    str(image.shape[0]), str(image.shape[1]), str(tmp_path / "raw.f32"), str(tmp_path / "boxes.json")],
+                   check=True, capture_output=True)
+    detector = surrogates.load("tinyface")
+    reference = np.fromfile(tmp_path / "raw.f32", dtype=np.float32).reshape(13, 13, 5, 5)
+    assert _relative_error(detector.raw(frame)[0].numpy(), reference) <= 1e-4
+    faces = detector.detect(frame)[0]
+    located = np.array(json.loads((tmp_path / "boxes.json").read_text())).reshape(-1, 5)
+    assert len(faces) == len(located)
+    boxes = faces.boxes.numpy()
+    assert np.abs(np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]] - located[:, :4]).max(initial=0) < 1e-2
+    assert np.abs(faces.scores.numpy() - located[:, 4]).max(initial=0) < 1e-4
 
 
 def test_blazeface_finds_the_face_in_each_sample(chain):

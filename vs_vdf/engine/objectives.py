@@ -216,7 +216,7 @@ class Objectives:
         models, out, count = self.models, {}, frames.shape[0]
         self.evaluations["forward"] += len(names) * count
         rows = ref.face.nonzero()[:, 0]  # landmarks and pose exist only where the clean frame had a face
-        for name in ("blazeface_short", "blazeface_full"):
+        for name in ("blazeface_short", "blazeface_full", "tinyface"):
             if name in names:
                 out[name] = models[name].scores(frames).amax(1)
         for name in MESHES + IBUG68 + ("headpose",):

@@ -24,6 +24,7 @@ from .canvas import SSIM_WINDOW, Canvas
 from .methods import METHODS
 from .metrics import grey_ssim, psnr
 from .objectives import Objectives, Reference
+from . import targets as table
 from .targets import default_targets
 from .transforms import quantise
 
@@ -105,6 +106,10 @@ class Protector:
             targets = default_targets()
             if checkpoint is not None and "bisenet" not in targets:
                 targets += ("bisenet",)
+        held_out = [name for name in targets if name in table.TABLE and not table.TABLE[name].optimisable]
+        if held_out:
+            raise ValueError(f"{', '.join(held_out)}: a held-out check, measured by `vdf evaluate` and never "
+                             "optimised against")
         self.objectives = Objectives(tuple(targets), self.device, checkpoint)
         self.targets = self.objectives.targets
         self.required = tuple(t for t in self.targets if t in presets.REQUIRED) or self.targets

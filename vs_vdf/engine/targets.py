@@ -42,6 +42,7 @@ class Target:
     name: str
     kind: Kind
     transfer: bool = False  # a held-out model: measured, never optimised against by default
+    optimisable: bool = True  # False: a held-out check that has no loss at all (measured only)
     files: tuple[str, ...] = ()  # the user's own model files it needs (they cannot be fetched)
 
     @property
@@ -59,6 +60,7 @@ TABLE = {t.name: t for t in (
     Target("selfie_segmentation", SEGMENTER),
     Target("facemesh_v1", LANDMARKS, transfer=True),
     Target("faceapi68_tiny", LANDMARKS, transfer=True),
+    Target("tinyface", DETECTOR, transfer=True, optimisable=False),  # face-api's tiny-YOLOv2 detector
     # The attackers' own models: FAN crops its input from S3FD's box, so it needs both files.
     Target("s3fd", DETECTOR, files=("s3fd",)),
     Target("fan2d", LANDMARKS, files=("s3fd", "fan2d")),

@@ -18,7 +18,7 @@ from . import user_files
 NAMES = (
     "blazeface_short", "blazeface_full", "blazeface_back", "facemesh", "facemesh_v1", "iris",
     "selfie_segmentation", "selfie_segmentation_landscape", "faceapi68", "faceapi68_tiny", "mtcnn",
-    "headpose", "bisenet", "s3fd", "fan2d", "pose68",
+    "headpose", "bisenet", "s3fd", "fan2d", "pose68", "tinyface",
 )
 
 
@@ -59,6 +59,10 @@ def _build(name: str, checkpoint: Path | str | None) -> nn.Module:
     if name == "bisenet":
         from .bisenet import FaceParser
         return FaceParser(checkpoint)
+    if name == "tinyface":
+        from .tinyface import TinyFaceDetector
+        weights.path("tinyface_weights")  # the shard beside the manifest must be present and verified too
+        return TinyFaceDetector(weights.path("tinyface"))
     if name == "s3fd":
         from .s3fd import S3FD
         return S3FD(user_files.load_state("s3fd"))
