@@ -231,7 +231,7 @@ def test_the_psnr_floor_holds_on_a_close_up_whatever_the_epsilon(frames, preset,
     face = frames[:2, :, 40:256, 72:396]  # franck's head and shoulders, 3:2
     close_up = F.interpolate(face, size=(480, 720), mode="bicubic", align_corners=False).clamp(0, 1)
     close_up = metrics.to_8bit(close_up) / 255
-    out, stats = Protector(preset, epsilon=0.12, max_steps=2).protect(close_up)
+    out, stats = Protector(preset, epsilon=0.25, max_steps=4).protect(close_up)
     quality = metrics.psnr(out, close_up)
     assert bool((quality >= floor).all()), quality
     scaled = [s.change_scale for s in stats if s.change_scale < 1]
