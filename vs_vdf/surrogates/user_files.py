@@ -194,14 +194,17 @@ def _record_path(kind: str) -> Path:
 def add(path: Path | str, kind: str | None = None, *, allow_torchscript: bool = False) -> Record:
     """Check ``path`` and copy it into the cache as the user's ``kind`` model (replacing an earlier one)."""
     path = Path(path)
-    kind, state = checked_state(path, kind, allow_torchscript=allow_torchscript)
     source_sha = sha256_of(path)
+    kind, state = checked_state(path, kind, allow_torchscript=allow_torchscript)
     converted = _is_torchscript(path)
     target = stored_path(kind)
-    if converted:
-        _write_atomically(target, lambda temp: torch.save(state, temp))
-    else:
-        _write_atomically(target, lambda temp: temp.write_bytes(path.read_bytes()))
+
+    def copy(temp: Path) -> None:
+        temp.write_bytes(path.read_bytes())
+        if sha256_of(temp) != source_sha:  # the file changed while it was being checked
+            raise CheckpointError(f"{path} changed while it was being added; nothing was added")
+
+    _write_atomically(target, (lambda temp: torch.save(state, temp)) if converted else copy)
     release = next((name for name, prefix in KINDS[kind].release_files.items() if source_sha.startswith(prefix)), None)
     record = Record(kind, path.name, source_sha, sha256_of(target), target.stat().st_size, release, converted,
                     datetime.now(timezone.utc).isoformat(timespec="seconds"))
