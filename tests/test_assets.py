@@ -14,7 +14,7 @@ import pytest
 from vs_vdf import assets, samples, weights
 from vs_vdf.assets import download
 
-# Every model that sources.md lists as fetchable, by the names the rest of the project uses.
+# Every fetchable model, by the names the rest of the project uses.
 REQUIRED_MODELS = {
     "blazeface_short", "blazeface_full", "blazeface_back", "facemesh", "facemesh_v1", "iris",
     "selfie_segmentation", "faceapi68", "faceapi68_tiny", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet",
