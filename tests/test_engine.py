@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics
 from vs_vdf.engine.budget import budget
+from vs_vdf.engine.canvas import Canvas
 from vs_vdf.engine.codec import roundtrip
 from vs_vdf.engine.transforms import ROBUSTNESS, Transform, quantise, sample
 
@@ -79,6 +80,19 @@ def test_cost_follows_the_face_not_the_frame(protector, frames):
     large = protector.method.canvas(864, 1080, boxes * 3)
     assert max(abs(a - b) for a, b in zip(large.working + large.size, medium.working + medium.size)) <= 1
     assert medium.working[0] < 576 and medium.size[1] < medium.working[1]
+
+
+def test_the_attack_sees_the_delivered_round_trip_at_the_canvas_size():
+    """The canvas's enlarge-then-shrink, applied as one matrix per axis, equals the two resamplings it models."""
+    canvas = Canvas((1080, 1920), (270, 480), (61, 53), torch.zeros(1, 2, dtype=torch.long))
+    change = torch.randn(2, 3, 61, 53, requires_grad=True)
+    height, width = round(61 * 1080 / 270), round(53 * 1920 / 480)
+    enlarged = F.interpolate(change, size=(height, width), mode="bilinear", align_corners=False)
+    expected = F.interpolate(enlarged, size=(61, 53), mode="bilinear", align_corners=False, antialias=True)
+    seen = canvas.paste(change, torch.tensor([0, 0]))[..., :61, :53]
+    assert torch.allclose(seen, expected, atol=1e-5)
+    seen.sum().backward()
+    assert change.grad.abs().sum() > 0
 
 
 def test_the_canvas_follows_the_face(protector, frames):
@@ -220,6 +234,12 @@ def test_metric_definitions():
     image = torch.rand(2, 3, 32, 32)
     assert torch.isinf(metrics.psnr(image, image)).all()
     assert metrics.ssim(image, image).allclose(torch.ones(2))
+    from kornia.metrics import ssim as kornia_ssim  # the engine's own SSIM is kornia's definition, only faster
+
+    other = (image + 0.05 * torch.randn_like(image)).clamp(0, 1)
+    for window in (7, 11):
+        assert torch.allclose(metrics.ssim_map(image, other, window), kornia_ssim(image, other, window, padding="valid"),
+                              atol=1e-5)
     noisy = (image + 4 / 255).clamp(0, 1)
     assert 30 < float(metrics.psnr(noisy, image).mean()) < 37
 

@@ -14,7 +14,7 @@ and added there; every pixel outside it keeps its input value.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ class Canvas:
     working: tuple[int, int]  # H, W of the working frames
     size: tuple[int, int]  # H, W of every canvas, working pixels
     origins: torch.Tensor  # T x 2 long: (x, y) of each frame's canvas in its working frame
+    _matrices: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def whole(cls, height: int, width: int, count: int) -> "Canvas":
@@ -99,12 +100,22 @@ class Canvas:
 
     def _delivered(self, change: torch.Tensor) -> torch.Tensor:
         """A change as the working frames see it once it has been enlarged into the delivered frames: the
-        enlargement and the anti-aliased shrink in between blur it a little, and the attack must know."""
+        enlargement and the anti-aliased shrink in between blur it a little, and the attack must know.
+        Both resamplings are separable and linear, so the round trip is one small matrix per axis, applied
+        at the canvas size: its cost does not grow with the delivered resolution."""
         if not self.scaled:
             return change
-        height, width, _, _ = self._delivered_size()
-        enlarged = F.interpolate(change, size=(height, width), mode="bilinear", align_corners=False)
-        return F.interpolate(enlarged, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        rows, columns = self._round_trip(change.device, change.dtype)
+        return rows @ change @ columns.T
+
+    def _round_trip(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The matrices (h x h, w x w) of the enlarge-then-shrink round trip along each axis."""
+        key = (device, dtype)
+        if key not in self._matrices:
+            height, width, _, _ = self._delivered_size()
+            self._matrices[key] = (_axis_round_trip(self.size[0], height).to(device, dtype),
+                                   _axis_round_trip(self.size[1], width).to(device, dtype))
+        return self._matrices[key]
 
     def coverage(self) -> float:
         """The share of a working frame's SSIM windows that lie inside the canvas: (1 - SSIM) over the
@@ -127,3 +138,13 @@ class Canvas:
         region = out[:, top:top + enlarged.shape[1], left:left + enlarged.shape[2]]
         region.copy_(quantise((region + enlarged).clamp(0, 1)))
         return out
+
+
+def _axis_round_trip(size: int, enlarged: int) -> torch.Tensor:
+    """The matrix M (size x size) with M @ v = v enlarged to ``enlarged`` samples (bilinear) and shrunk back
+    (bilinear, anti-aliased), exactly as ``F.interpolate`` does it along one axis of an image."""
+    # One impulse per image, along H; two columns, since PyTorch resamples one-pixel-wide images differently.
+    impulses = torch.eye(size, dtype=torch.float64)[:, None, :, None].expand(size, 1, size, 2)
+    up = F.interpolate(impulses, size=(enlarged, 2), mode="bilinear", align_corners=False)
+    back = F.interpolate(up, size=(size, 2), mode="bilinear", align_corners=False, antialias=True)
+    return back[:, 0, :, 0].T

@@ -23,7 +23,7 @@ from ..errors import VdfError
 from . import presets
 from .canvas import SSIM_WINDOW, Canvas
 from .methods import METHODS
-from .metrics import grey_ssim, psnr
+from .metrics import grey_ssim, psnr, ssim_map
 from .objectives import Objectives, Reference
 from . import targets as table
 from .targets import default_targets
@@ -195,8 +195,6 @@ class Protector:
     def _optimise(self, params, scene: "_Scene", generator: torch.Generator,
                   first: bool) -> tuple[int, dict[str, float]]:
         """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses)."""
-        from kornia.metrics import ssim
-
         settings = self.settings
         check_every = settings.first_check_every if first else settings.check_every
         optimiser = torch.optim.Adam(params.parameters(), lr=settings.learning_rate)
@@ -213,7 +211,7 @@ class Protector:
             per_target = self.method.losses(self.objectives, protected, scene.ref, step, generator, self.preset,
                                             self.required)
             attack = sum(weights[name] * value for name, value in per_target.items())
-            on_canvas = ssim(scene.canvas.crop(protected, scene.rows), scene.canvases, SSIM_WINDOW, padding="valid")
+            on_canvas = ssim_map(scene.canvas.crop(protected, scene.rows), scene.canvases, SSIM_WINDOW)
             similarity = 1 - coverage * (1 - on_canvas.flatten(1).mean(1))  # over the whole working frame
             fidelity = settings.fidelity_weight * (1 - similarity)
             if settings.ssim_floor is not None:
