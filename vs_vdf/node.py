@@ -28,7 +28,7 @@ from .media import colour
 from .media.frames import planes, write_planes
 
 NAME = "vdf.protect"
-PYTHON_ONLY = ("interrupt", "workers", "progress")  # options of protect() that a .vpy cannot pass through the native namespace
+PYTHON_ONLY = ("interrupt", "workers", "progress", "delivery")  # options of protect() that a .vpy cannot pass through the native namespace
 
 
 def _error(message: str) -> vs.Error:
@@ -161,7 +161,7 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
             chunk: int = DEFAULT_CHUNK, cache_chunks: int = 3, checkpoint: str | Path | None = None,
             similarity: float = SCENE_SIMILARITY, max_steps: int | None = None, threads: int | None = None,
             interrupt: threading.Event | None = None, workers=None,
-            progress: Callable[[int], None] | None = None) -> vs.VideoNode:
+            progress: Callable[[int], None] | None = None, delivery: dict | None = None) -> vs.VideoNode:
     """Protect ``clip`` against face acquisition; same format, size, length and frame rate.
 
     Frame props on the output: ``VdfChunk`` (first frame of the frame's chunk), ``VdfFace`` (the clean
@@ -172,6 +172,9 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
     threads per window (output is identical for equal ``threads``; None: torch's default). ``workers``, a
     ``vs_vdf.cluster.WorkerPool`` made with the same options, computes the windows instead of this process.
     ``progress(n)`` is called from the engine as each frame is protected in this process (not with ``workers``).
+    ``delivery`` (codec, crf or bitrate, preset of the encode that follows, as ``vs_vdf.engine.codec.Delivery``
+    takes them) lets each chunk be encoded that way so the preset's PSNR floor holds on the encoded frames;
+    without it the engine leaves a fixed share of the floor's error budget to the encode.
     """
     _validate(clip)
     if not 1 <= chunk <= 256:
@@ -188,7 +191,8 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
     else:
         try:
             protector = Protector(preset, targets=targets, epsilon=epsilon, device=device, seed=seed, method=method,
-                                  checkpoint=checkpoint, max_steps=max_steps, interrupt=interrupt, threads=threads)
+                                  checkpoint=checkpoint, max_steps=max_steps, interrupt=interrupt, threads=threads,
+                                  delivery=delivery)
         except (ValueError, OSError) as exc:
             raise _error(str(exc)) from exc
 

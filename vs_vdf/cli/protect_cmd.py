@@ -96,7 +96,8 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--targets") from None
     options = {"preset": preset, "device": device, "method": method, "targets": targets, "epsilon": epsilon,
-               "seed": seed, "chunk": chunk, "max_steps": max_steps, "checkpoint": str(checkpoint) if checkpoint else None}
+               "seed": seed, "chunk": chunk, "max_steps": max_steps, "checkpoint": str(checkpoint) if checkpoint else None,
+               "delivery": _delivery(encoding)}
     batch = len(sources) > 1 or sources[0].is_dir()
     if batch and report is not None:
         raise click.UsageError("--report names one file; with several inputs each video gets its report beside it")
@@ -125,6 +126,14 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
         finally:
             if job.pool is not None:
                 job.pool.close()
+
+
+def _delivery(encoding) -> dict | None:
+    """The output encode as the engine measures it (None when lossless: it adds no error)."""
+    if encoding.lossless:
+        return None
+    return {"codec": encoding.codec, "crf": encoding.crf if encoding.bitrate is None else None,
+            "bitrate": encoding.bitrate, "preset": encoding.preset}
 
 
 def _protect_many(job: "_Job", sources: tuple[Path, ...], folder: Path) -> None:

@@ -8,6 +8,7 @@ Frames are N x 3 x H x W float tensors in [0, 1]; odd sizes are padded for 4:2:0
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -63,3 +64,18 @@ def roundtrip(frames: torch.Tensor, crf: float | None = 23, codec: str = "libx26
     for batch in ([image[None] for image in images] if intra else [images]):
         encode(batch)
     return from_rgb24(decoded, frames)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The lossy encode protected frames will go through on their way to the viewer (``vdf protect``'s
+    output settings): the engine encodes each chunk this way to measure the error it adds."""
+
+    codec: str = "libx264"
+    crf: float | None = 18
+    bitrate: int | None = None  # bits per second; replaces crf
+    preset: str = "medium"
+
+    def roundtrip(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames`` encoded together as one video (P-frames included) and decoded."""
+        return roundtrip(frames, self.crf, self.codec, bitrate=self.bitrate, preset=self.preset)

@@ -22,8 +22,9 @@ import torch
 from ..errors import VdfError
 from . import presets
 from .canvas import SSIM_WINDOW, Canvas
+from .codec import Delivery
 from .methods import METHODS
-from .metrics import grey_ssim, psnr, ssim_map
+from .metrics import grey_ssim, psnr, ssim_map, to_8bit
 from .objectives import Objectives, Reference
 from . import targets as table
 from .targets import default_targets
@@ -33,9 +34,12 @@ SSIM_FLOOR_WEIGHT = 100.0
 PSNR_FLOOR_WEIGHT = 1.0  # per dB below the floor (plus its margin), against attack losses of order 1
 PSNR_FLOOR_MARGIN_DB = 0.3  # the loop aims this far above the floor: enlarging to the delivered size adds error
 # The lossy delivery encode adds its own error to the perturbation's (mean squared errors add): H.264 CRF 18
-# added about 1.1 (8-bit levels squared) on the sample close-ups. The engine keeps this much of the
-# floor's error budget free, so the encoded file, not only the frames handed to the encoder, keeps the floor.
+# added 1.1 to 2.8 (8-bit levels squared) on the sample close-ups. The loop keeps this much of the floor's
+# error budget free; where the delivery is known, the chunk is then encoded that way and frames whose
+# encoded PSNR still falls short are scaled down against the measured error (times the margin below).
 DELIVERY_MSE = 1.2
+DELIVERY_ERROR_MARGIN = 1.1
+DELIVERY_PASSES = 3  # encode, measure and scale down at most this many times per chunk
 PSNR_SCALE_STEPS = 12  # bisection steps for the delivery scale (1/4096 of the change)
 
 
@@ -87,7 +91,8 @@ class Protector:
     def __init__(self, preset: str = "balanced", *, targets: tuple[str, ...] | None = None,
                  epsilon: float | None = None, device: str | torch.device = "cpu", seed: int = 0, method: str = "vdf",
                  checkpoint: Path | str | None = None, joint: bool = False, max_steps: int | None = None,
-                 interrupt: threading.Event | None = None, threads: int | None = None):
+                 interrupt: threading.Event | None = None, threads: int | None = None,
+                 delivery: Delivery | dict | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         self.preset = presets.get(preset)
@@ -99,6 +104,8 @@ class Protector:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.threads = threads
+        # The lossy encode after the engine, whose error the PSNR floor must absorb (None: unknown, assumed).
+        self.delivery = Delivery(**delivery) if isinstance(delivery, dict) else delivery
         self.device = resolve_device(device)
         self.settings = self.method.settings(self.preset)
         self.epsilon = epsilon if epsilon is not None else self.settings.epsilon
@@ -146,7 +153,10 @@ class Protector:
             changes = self._protect_jointly(scene, stats, generator, report) if self.joint else \
                 self._protect_in_order(scene, stats, generator, report)
             for j, row in enumerate(rows.tolist()):
-                protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row)
+                protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row,
+                                                                        self._engine_floor())
+            if self.delivery is not None and self.settings.psnr_floor is not None:
+                self._keep_floor_through_delivery(canvas, clean, protected, changes, rows, stats)
             self._final_check(canvas.shrink(protected[rows]), scene.ref, [stats[i] for i in rows.tolist()])
         if rows.numel() < clean.shape[0]:
             report(clean.shape[0] - rows.numel())  # the frames without a face
@@ -156,16 +166,19 @@ class Protector:
                           report: Callable[[int], None]) -> torch.Tensor:
         """Each face frame optimised in turn, starting from its predecessor's parameters where the method
         inherits and the two frames are consecutive; returns the changes (R x 3 x h x w)."""
-        changes, previous, previous_row = [], None, None
+        changes, previous, previous_row, momentum = [], None, None, None
         for j, row in enumerate(scene.rows.tolist()):
             started = time.perf_counter()
             s, one = stats[row], scene.select(j)
             params = self._parameters(1, scene.canvas)
-            if previous is not None and previous_row == row - 1 and self.settings.inherit:
+            inherits = previous is not None and previous_row == row - 1 and bool(self.settings.inherit)
+            if inherits:
                 similarity = float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
                 s.inherited = similarity * self.settings.inherit
                 params.inherit(previous, s.inherited, self.settings.inherit_noise, generator)
-            s.steps, s.losses = self._optimise(params, one, generator, first=previous is None)
+            s.steps, s.losses, momentum = self._optimise(
+                params, one, generator, first=not inherits,
+                momentum=momentum if inherits and self.settings.carry_momentum else None)
             with torch.no_grad():
                 changes.append(params(one.canvases, one.budgets))
             previous, previous_row = params, row
@@ -178,7 +191,7 @@ class Protector:
         started = time.perf_counter()
         count = scene.rows.numel()
         params = self._parameters(count, scene.canvas, joint=True)
-        steps, losses = self._optimise(params, scene, generator, True)
+        steps, losses, _ = self._optimise(params, scene, generator, True)
         with torch.no_grad():
             changes = params(scene.canvases, scene.budgets)
         share = (time.perf_counter() - started) / count
@@ -192,12 +205,18 @@ class Protector:
 
     # -- optimisation --------------------------------------------------------------------------
 
-    def _optimise(self, params, scene: "_Scene", generator: torch.Generator,
-                  first: bool) -> tuple[int, dict[str, float]]:
-        """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses)."""
+    def _optimise(self, params, scene: "_Scene", generator: torch.Generator, first: bool,
+                  momentum: dict | None = None) -> tuple[int, dict[str, float], dict]:
+        """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses, Adam's
+        state). ``momentum``: the state an inheriting frame continues from, so its first steps follow the
+        direction its predecessor had found instead of Adam's uncalibrated first steps. A frame that starts
+        from nothing must pass by the overshoot margin, so that its successors start past the threshold."""
         settings = self.settings
         check_every = settings.first_check_every if first else settings.check_every
+        margin = settings.margin * (settings.overshoot if first else 1.0)
         optimiser = torch.optim.Adam(params.parameters(), lr=settings.learning_rate)
+        if momentum is not None:
+            optimiser.load_state_dict(momentum)
         weights = self.preset.weights
         coverage = scene.canvas.coverage()
         losses: dict[str, float] = {}
@@ -205,8 +224,8 @@ class Protector:
             self._stop_if_interrupted()
             if step % check_every == 0 or step == self.max_steps:
                 with torch.no_grad():
-                    if self._passes(scene.protected(params), scene.ref) or step == self.max_steps:
-                        return step, losses
+                    if self._passes(scene.protected(params), scene.ref, margin) or step == self.max_steps:
+                        return step, losses, optimiser.state_dict()
             protected = scene.protected(params)
             per_target = self.method.losses(self.objectives, protected, scene.ref, step, generator, self.preset,
                                             self.required)
@@ -223,7 +242,7 @@ class Protector:
             (attack + fidelity).sum().backward()
             optimiser.step()
             losses |= {name: float(value.detach().mean()) for name, value in per_target.items()}
-        return self.max_steps, losses
+        return self.max_steps, losses, optimiser.state_dict()
 
     def _engine_floor(self) -> float | None:
         """The PSNR (dB) the engine's own 8-bit frames keep: the preset's floor with DELIVERY_MSE left free."""
@@ -240,11 +259,11 @@ class Protector:
         share = (canvas.size[0] * canvas.size[1]) / (canvas.working[0] * canvas.working[1])
         return -10 * torch.log10((error * share).clamp(min=1e-12))
 
-    def _deliver(self, canvas: Canvas, clean: torch.Tensor, change: torch.Tensor, row: int) -> tuple[torch.Tensor, float]:
-        """One delivered frame with its change; where it falls below the PSNR floor, the change is scaled
-        down (by bisection on the 8-bit frame) until it keeps the floor. Returns the frame and the scale."""
+    def _deliver(self, canvas: Canvas, clean: torch.Tensor, change: torch.Tensor, row: int,
+                 floor: float | None) -> tuple[torch.Tensor, float]:
+        """One delivered frame with its change; where it falls below ``floor`` (dB), the change is scaled
+        down (by bisection on the 8-bit frame) until it keeps it. Returns the frame and the scale."""
         protected = canvas.apply(clean, change, row)
-        floor = self._engine_floor()
         if floor is None or float(psnr(protected[None], clean[None])) >= floor:
             return protected, 1.0
         low, high, best = 0.0, 1.0, clean.clone()
@@ -257,13 +276,31 @@ class Protector:
                 high = middle
         return best, low
 
+    def _keep_floor_through_delivery(self, canvas: Canvas, clean: torch.Tensor, protected: torch.Tensor,
+                                     changes: torch.Tensor, rows: torch.Tensor, stats: list[FrameStats]) -> None:
+        """Encode the chunk as the delivery will; a face frame whose encoded PSNR falls below the preset's
+        floor is delivered again against the encode error measured on it, not the assumed one (in place)."""
+        floor = self.settings.psnr_floor
+        for _ in range(DELIVERY_PASSES):
+            encoded = self.delivery.roundtrip(protected)
+            short = [(j, row) for j, row in enumerate(rows.tolist())
+                     if float(psnr(encoded[row:row + 1], clean[row:row + 1])) < floor]
+            for j, row in short:
+                error = float((to_8bit(encoded[row]) - to_8bit(protected[row])).pow(2).mean()) * DELIVERY_ERROR_MARGIN
+                left = 10 ** (-floor / 10) - error / 255 ** 2
+                engine_floor = -10 * math.log10(left) if left > 0 else math.inf  # inf: the encode alone breaks it
+                protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row,
+                                                                        engine_floor)
+            if not short:
+                return
+
     def _stop_if_interrupted(self) -> None:
         if self.interrupt is not None and self.interrupt.is_set():
             raise Interrupted("interrupted")
 
-    def _passes(self, protected: torch.Tensor, ref: Reference) -> bool:
-        """The early-stop rule: the method's success rule on every check variant."""
-        return all(self.method.passes(self.objectives, variant(protected), ref, self.settings, self.required)
+    def _passes(self, protected: torch.Tensor, ref: Reference, margin: float) -> bool:
+        """The early-stop rule: the method's success rule, with ``margin``, on every check variant."""
+        return all(self.method.passes(self.objectives, variant(protected), ref, margin, self.required)
                    for variant in self.settings.variants)
 
     @torch.no_grad()
