@@ -43,8 +43,6 @@ class Settings:
     ssim_floor: float | None  # below this SSIM a steep penalty takes over; None: no floor
     psnr_floor: float | None  # delivered frames keep at least this PSNR (dB); None: no floor
     margin: float  # the measures must pass their thresholds by this factor
-    overshoot: float  # ... and by this factor more on a frame that inherits nothing (its successors' head start)
-    carry_momentum: bool  # an inheriting frame continues its predecessor's Adam state
     inherit: float  # factor on the similarity a frame inherits its predecessor's parameters with; 0: never
     inherit_noise: float
     variants: tuple[Transform, ...]  # what the check looks at
@@ -60,7 +58,7 @@ class Vdf:
     def settings(self, preset: Preset) -> Settings:
         return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
                         preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
-                        preset.overshoot if self.inherits else 1.0, self.inherits, 1.0 if self.inherits else 0.0, preset.inherit_noise, preset.check)
+                        1.0 if self.inherits else 0.0, preset.inherit_noise, preset.check)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return DualDomain(count, height, width, epsilon, joint=joint)
@@ -81,11 +79,11 @@ class Vdf:
         names = required + (others[step % len(others)],) if others else required
         return objectives.losses(sample(preset.robustness, generator)(protected), ref, names)
 
-    def passes(self, objectives: Objectives, seen: torch.Tensor, ref: Reference, margin: float,
+    def passes(self, objectives: Objectives, seen: torch.Tensor, ref: Reference, settings: Settings,
                required: tuple[str, ...]) -> bool:
-        """Every required target disrupted, with ``margin``, on one check variant's frames."""
+        """Every required target disrupted, with the margin, on one check variant's frames."""
         for name, value in objectives.measures(seen, ref, required).items():
-            if not bool(objectives.disrupted(name, value, margin).all()):
+            if not bool(objectives.disrupted(name, value, settings.margin).all()):
                 return False
         return True
 
@@ -103,8 +101,7 @@ class Released(Vdf):
     def settings(self, preset: Preset) -> Settings:
         variants = tuple(Transform("scale", s) if s != 1 else Transform("identity") for s, _ in self.SCALES)
         return Settings(epsilon=0.05, max_steps=3000, learning_rate=1e-2, check_every=1, first_check_every=5,
-                        fidelity_weight=0.5, ssim_floor=None, psnr_floor=None, margin=1.0, overshoot=1.0,
-                        carry_momentum=False, inherit=0.8,
+                        fidelity_weight=0.5, ssim_floor=None, psnr_floor=None, margin=1.0, inherit=0.8,
                         inherit_noise=preset.inherit_noise, variants=variants)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
@@ -125,7 +122,7 @@ class Released(Vdf):
                 total[name] = total.get(name, 0) + weight * value
         return total
 
-    def passes(self, objectives: Objectives, seen: torch.Tensor, ref: Reference, margin: float,
+    def passes(self, objectives: Objectives, seen: torch.Tensor, ref: Reference, settings: Settings,
                required: tuple[str, ...]) -> bool:
         if "bisenet" in required:
             parsed = objectives.models["bisenet"](seen)[:, 0] > 0.5
@@ -133,7 +130,7 @@ class Released(Vdf):
             share = (parsed & face).flatten(1).sum(1) / face.flatten(1).sum(1).clamp(min=1)
             if not bool((share > self.PARSED_AS_BACKGROUND).all()):
                 return False
-        return super().passes(objectives, seen, ref, margin, tuple(n for n in required if n != "bisenet"))
+        return super().passes(objectives, seen, ref, settings, tuple(n for n in required if n != "bisenet"))
 
 
 METHODS = {method.name: method for method in (Vdf("vdf"), Vdf("per-frame", inherit=False), Released())}

@@ -20,7 +20,6 @@ class Preset:
     max_steps: int
     learning_rate: float = 0.05
     margin: float = 1.2  # a frame counts as done when the measures pass the thresholds by this factor
-    overshoot: float = 1.0  # a chunk's first frame passes by this factor more, so the frames inheriting from it need fewer steps
     check: tuple[Transform, ...] = (Transform("identity"), Transform("h264", 23))
     check_every: int = 2
     fidelity_weight: float = 1.0  # weight of (1 - SSIM) against the attack losses

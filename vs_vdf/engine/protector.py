@@ -166,7 +166,7 @@ class Protector:
                           report: Callable[[int], None]) -> torch.Tensor:
         """Each face frame optimised in turn, starting from its predecessor's parameters where the method
         inherits and the two frames are consecutive; returns the changes (R x 3 x h x w)."""
-        changes, previous, previous_row, momentum = [], None, None, None
+        changes, previous, previous_row = [], None, None
         for j, row in enumerate(scene.rows.tolist()):
             started = time.perf_counter()
             s, one = stats[row], scene.select(j)
@@ -176,9 +176,7 @@ class Protector:
                 similarity = float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
                 s.inherited = similarity * self.settings.inherit
                 params.inherit(previous, s.inherited, self.settings.inherit_noise, generator)
-            s.steps, s.losses, momentum = self._optimise(
-                params, one, generator, first=not inherits,
-                momentum=momentum if inherits and self.settings.carry_momentum else None)
+            s.steps, s.losses = self._optimise(params, one, generator, first=not inherits)
             with torch.no_grad():
                 changes.append(params(one.canvases, one.budgets))
             previous, previous_row = params, row
@@ -191,7 +189,7 @@ class Protector:
         started = time.perf_counter()
         count = scene.rows.numel()
         params = self._parameters(count, scene.canvas, joint=True)
-        steps, losses, _ = self._optimise(params, scene, generator, True)
+        steps, losses = self._optimise(params, scene, generator, True)
         with torch.no_grad():
             changes = params(scene.canvases, scene.budgets)
         share = (time.perf_counter() - started) / count
@@ -205,18 +203,12 @@ class Protector:
 
     # -- optimisation --------------------------------------------------------------------------
 
-    def _optimise(self, params, scene: "_Scene", generator: torch.Generator, first: bool,
-                  momentum: dict | None = None) -> tuple[int, dict[str, float], dict]:
-        """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses, Adam's
-        state). ``momentum``: the state an inheriting frame continues from, so its first steps follow the
-        direction its predecessor had found instead of Adam's uncalibrated first steps. A frame that starts
-        from nothing must pass by the overshoot margin, so that its successors start past the threshold."""
+    def _optimise(self, params, scene: "_Scene", generator: torch.Generator,
+                  first: bool) -> tuple[int, dict[str, float]]:
+        """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses)."""
         settings = self.settings
         check_every = settings.first_check_every if first else settings.check_every
-        margin = settings.margin * (settings.overshoot if first else 1.0)
         optimiser = torch.optim.Adam(params.parameters(), lr=settings.learning_rate)
-        if momentum is not None:
-            optimiser.load_state_dict(momentum)
         weights = self.preset.weights
         coverage = scene.canvas.coverage()
         losses: dict[str, float] = {}
@@ -224,8 +216,8 @@ class Protector:
             self._stop_if_interrupted()
             if step % check_every == 0 or step == self.max_steps:
                 with torch.no_grad():
-                    if self._passes(scene.protected(params), scene.ref, margin) or step == self.max_steps:
-                        return step, losses, optimiser.state_dict()
+                    if self._passes(scene.protected(params), scene.ref) or step == self.max_steps:
+                        return step, losses
             protected = scene.protected(params)
             per_target = self.method.losses(self.objectives, protected, scene.ref, step, generator, self.preset,
                                             self.required)
@@ -242,7 +234,7 @@ class Protector:
             (attack + fidelity).sum().backward()
             optimiser.step()
             losses |= {name: float(value.detach().mean()) for name, value in per_target.items()}
-        return self.max_steps, losses, optimiser.state_dict()
+        return self.max_steps, losses
 
     def _engine_floor(self) -> float | None:
         """The PSNR (dB) the engine's own 8-bit frames keep: the preset's floor with DELIVERY_MSE left free."""
@@ -298,9 +290,9 @@ class Protector:
         if self.interrupt is not None and self.interrupt.is_set():
             raise Interrupted("interrupted")
 
-    def _passes(self, protected: torch.Tensor, ref: Reference, margin: float) -> bool:
-        """The early-stop rule: the method's success rule, with ``margin``, on every check variant."""
-        return all(self.method.passes(self.objectives, variant(protected), ref, margin, self.required)
+    def _passes(self, protected: torch.Tensor, ref: Reference) -> bool:
+        """The early-stop rule: the method's success rule on every check variant."""
+        return all(self.method.passes(self.objectives, variant(protected), ref, self.settings, self.required)
                    for variant in self.settings.variants)
 
     @torch.no_grad()
