@@ -214,7 +214,11 @@ def _summary_line(summary: dict) -> str:
     faces, counts = summary["frames_with_face"], summary["disrupted_count"]
     parts = [f"{name} on {count}/{faces}" for name, count in counts.items()]
     found = f"disrupted {', '.join(parts)} face frames" if parts else "nothing to disrupt"
-    return f"engine check: {found}; {summary['frames'] - faces} frames without a face"
+    line = f"engine check: {found}; {summary['frames'] - faces} frames without a face"
+    if summary["scaled_for_psnr_floor"]:
+        line += (f"; the change was scaled down on {summary['scaled_for_psnr_floor']} frames to keep the preset's "
+                 f"PSNR floor (least scale {summary['least_change_scale']:.2f})")
+    return line
 
 
 def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[list, dict]:

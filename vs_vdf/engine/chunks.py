@@ -101,4 +101,6 @@ def summarise(stats: Sequence[FrameStats]) -> dict:
             "steps_per_face_frame": sum(s.steps for s in faces) / count,
             "all_targets_disrupted_fraction": sum(s.disrupted for s in faces) / count,
             "disrupted_count": disrupted,
-            "disrupted_fraction": {name: value / count for name, value in disrupted.items()}}
+            "disrupted_fraction": {name: value / count for name, value in disrupted.items()},
+            "scaled_for_psnr_floor": sum(s.change_scale < 1 for s in faces),
+            "least_change_scale": min((s.change_scale for s in faces), default=1.0)}

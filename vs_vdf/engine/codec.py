@@ -79,3 +79,20 @@ class Delivery:
     def roundtrip(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames`` encoded together as one video (P-frames included) and decoded."""
         return roundtrip(frames, self.crf, self.codec, bitrate=self.bitrate, preset=self.preset)
+
+    def added_error(self, frames: torch.Tensor) -> torch.Tensor:
+        """Per frame, the mean squared error (8-bit levels squared) the encode adds to ``frames``, apart from
+        the RGB to 4:2:0 conversion: frames decoded from a 4:2:0 video and written back in the same format
+        lose nothing there, but this round trip through 8-bit RGB does (about 1.8 on franck)."""
+        def levels(x: torch.Tensor) -> torch.Tensor:
+            return (x.clamp(0, 1) * 255).round()
+
+        return (levels(self.roundtrip(frames)) - levels(converted(frames))).pow(2).flatten(1).mean(1)
+
+
+def converted(frames: torch.Tensor) -> torch.Tensor:
+    """``frames`` through the 4:2:0 conversion the encoder is fed with, and back, with no encoding."""
+    import av
+
+    return from_rgb24([av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+                       .to_ndarray(format="rgb24") for image in to_rgb24(frames)], frames)

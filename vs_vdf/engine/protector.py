@@ -270,17 +270,17 @@ class Protector:
 
     def _keep_floor_through_delivery(self, canvas: Canvas, clean: torch.Tensor, protected: torch.Tensor,
                                      changes: torch.Tensor, rows: torch.Tensor, stats: list[FrameStats]) -> None:
-        """Encode the chunk as the delivery will; a face frame whose encoded PSNR falls below the preset's
-        floor is delivered again against the encode error measured on it, not the assumed one (in place)."""
-        floor = self.settings.psnr_floor
+        """Encode the chunk as the delivery will; a face frame whose change plus the encode's measured error
+        (mean squared errors add) breaks the preset's floor is delivered again against that error instead of
+        the assumed one (in place)."""
+        budget = 255 ** 2 * 10 ** (-self.settings.psnr_floor / 10)  # the floor as a mean squared error
         for _ in range(DELIVERY_PASSES):
-            encoded = self.delivery.roundtrip(protected)
+            added = self.delivery.added_error(protected).tolist()
             short = [(j, row) for j, row in enumerate(rows.tolist())
-                     if float(psnr(encoded[row:row + 1], clean[row:row + 1])) < floor]
+                     if float((to_8bit(protected[row]) - to_8bit(clean[row])).pow(2).mean()) + added[row] > budget]
             for j, row in short:
-                error = float((to_8bit(encoded[row]) - to_8bit(protected[row])).pow(2).mean()) * DELIVERY_ERROR_MARGIN
-                left = 10 ** (-floor / 10) - error / 255 ** 2
-                engine_floor = -10 * math.log10(left) if left > 0 else math.inf  # inf: the encode alone breaks it
+                left = budget - added[row] * DELIVERY_ERROR_MARGIN
+                engine_floor = 10 * math.log10(255 ** 2 / left) if left > 0 else math.inf  # inf: the encode alone breaks it
                 protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row,
                                                                         engine_floor)
             if not short:
