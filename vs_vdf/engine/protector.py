@@ -270,16 +270,16 @@ class Protector:
 
     def _keep_floor_through_delivery(self, canvas: Canvas, clean: torch.Tensor, protected: torch.Tensor,
                                      changes: torch.Tensor, rows: torch.Tensor, stats: list[FrameStats]) -> None:
-        """Encode the chunk as the delivery will; a face frame whose change plus the encode's measured error
-        (mean squared errors add) breaks the preset's floor is delivered again against that error instead of
-        the assumed one (in place)."""
+        """Encode the chunk as the delivery will; a face frame whose encoded error breaks the preset's floor is
+        delivered again, its change scaled against the error the encode measurably added to it instead of
+        the assumed one (in place; repeated, since the encode's share moves with the change)."""
         budget = 255 ** 2 * 10 ** (-self.settings.psnr_floor / 10)  # the floor as a mean squared error
         for _ in range(DELIVERY_PASSES):
-            added = self.delivery.added_error(protected).tolist()
-            short = [(j, row) for j, row in enumerate(rows.tolist())
-                     if float((to_8bit(protected[row]) - to_8bit(clean[row])).pow(2).mean()) + added[row] > budget]
+            encoded = self.delivery.error(protected, clean).tolist()
+            short = [(j, row) for j, row in enumerate(rows.tolist()) if encoded[row] > budget]
             for j, row in short:
-                left = budget - added[row] * DELIVERY_ERROR_MARGIN
+                change = float((to_8bit(protected[row]) - to_8bit(clean[row])).pow(2).mean())
+                left = budget - max(encoded[row] - change, 0.0) * DELIVERY_ERROR_MARGIN
                 engine_floor = 10 * math.log10(255 ** 2 / left) if left > 0 else math.inf  # inf: the encode alone breaks it
                 protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row,
                                                                         engine_floor)
