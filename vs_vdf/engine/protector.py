@@ -38,7 +38,9 @@ PSNR_FLOOR_MARGIN_DB = 0.3  # the loop aims this far above the floor: enlarging 
 # error budget free; where the delivery is known, the chunk is then encoded that way and frames whose
 # encoded PSNR still falls short are scaled down against the measured error (times the margin below).
 DELIVERY_MSE = 1.2
-DELIVERY_ERROR_MARGIN = 1.1
+# The engine's encode of a chunk is not exactly the writer's (its own 4:2:0 conversion, the chunk as a whole
+# video): the measured error must keep the floor by this much (0.12 dB was missed on a close-up without it).
+DELIVERY_MARGIN_DB = 0.15
 DELIVERY_PASSES = 3  # encode, measure and scale down at most this many times per chunk
 PSNR_SCALE_STEPS = 12  # bisection steps for the delivery scale (1/4096 of the change)
 
@@ -273,13 +275,13 @@ class Protector:
         """Encode the chunk as the delivery will; a face frame whose encoded error breaks the preset's floor is
         delivered again, its change scaled against the error the encode measurably added to it instead of
         the assumed one (in place; repeated, since the encode's share moves with the change)."""
-        budget = 255 ** 2 * 10 ** (-self.settings.psnr_floor / 10)  # the floor as a mean squared error
+        budget = 255 ** 2 * 10 ** (-(self.settings.psnr_floor + DELIVERY_MARGIN_DB) / 10)  # as a mean squared error
         for _ in range(DELIVERY_PASSES):
             encoded = self.delivery.error(protected, clean).tolist()
             short = [(j, row) for j, row in enumerate(rows.tolist()) if encoded[row] > budget]
             for j, row in short:
                 change = float((to_8bit(protected[row]) - to_8bit(clean[row])).pow(2).mean())
-                left = budget - max(encoded[row] - change, 0.0) * DELIVERY_ERROR_MARGIN
+                left = budget - max(encoded[row] - change, 0.0)
                 engine_floor = 10 * math.log10(255 ** 2 / left) if left > 0 else math.inf  # inf: the encode alone breaks it
                 protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row,
                                                                         engine_floor)
