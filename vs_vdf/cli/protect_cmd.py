@@ -60,7 +60,8 @@ def _bitrate(value: str | None) -> int | None:
                    "(`vdf models add` keeps one for every run).")
 @click.option("--codec", type=click.Choice(CODECS), default="libx264", show_default=True)
 @click.option("--crf", type=click.FloatRange(*CRF_RANGE), default=18, show_default=True,
-              help="Constant rate factor of the lossy encode.")
+              help="Constant rate factor of the lossy encode. The engine encodes each chunk the same way so the "
+                   "preset's PSNR floor holds on the written file; a lossier encode leaves less room for the change.")
 @click.option("--bitrate", help="Target bitrate instead of a CRF, e.g. 2M.")
 @click.option("--lossless", is_flag=True, help="Lossless 4:4:4 output instead of the lossy default.")
 @click.option("--bit-depth", type=click.Choice([str(d) for d in BIT_DEPTHS]), default="8", show_default=True,
