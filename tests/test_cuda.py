@@ -24,7 +24,7 @@ def frames() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("options", [dict(), dict(method="per-frame"), dict(joint=True),
-                                     dict(method="vdf-reference", max_steps=2)])
+                                     dict(method="vdf-reference", max_steps=2), dict(delivery={"crf": 23})])
 def test_protector_on_cuda_with_every_default_target(frames, options):
     protector = Protector("light", device="cuda", **{"max_steps": 3, **options})
     out, stats = protector.protect(frames.cuda())

@@ -73,12 +73,13 @@ def _coded(pictures: list, crf: float | None, codec: str, bitrate: int | None, p
 
 def _planes(picture, height: int, width: int) -> torch.Tensor:
     """Y, U and V of a yuv420p picture as float 3 x height x width (chroma repeated to full size)."""
-    data = torch.from_numpy(picture.to_ndarray()).float()
-    rows, half = picture.height, (picture.height // 2, picture.width // 2)
-    luma = data[:rows]
-    chroma = [data[rows:rows + rows // 4].reshape(half), data[rows + rows // 4:].reshape(half)]
-    full = [c.repeat_interleave(2, 0).repeat_interleave(2, 1) for c in chroma]
-    return torch.stack([luma, *full])[:, :height, :width]
+    def plane(index: int) -> torch.Tensor:
+        data = picture.planes[index]
+        rows = np.frombuffer(data, np.uint8).reshape(-1, data.line_size)[:data.height, :data.width]
+        return torch.from_numpy(rows.astype(np.float32))
+
+    chroma = [plane(i).repeat_interleave(2, 0).repeat_interleave(2, 1) for i in (1, 2)]
+    return torch.stack([plane(0)[:height, :width], *(c[:height, :width] for c in chroma)])
 
 
 # 4:2:0 to RGB (BT.601, limited range, as the encoder's input was made): RGB change per unit change of Y, U, V.
