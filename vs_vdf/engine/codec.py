@@ -96,10 +96,6 @@ class Delivery:
     bitrate: int | None = None  # bits per second; replaces crf
     preset: str = "medium"
 
-    def roundtrip(self, frames: torch.Tensor) -> torch.Tensor:
-        """``frames`` encoded together as one video (P-frames included) and decoded."""
-        return roundtrip(frames, self.crf, self.codec, bitrate=self.bitrate, preset=self.preset)
-
     def error(self, frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Per frame, the mean squared error (8-bit RGB levels squared) of ``frames`` once encoded this way,
         against ``reference``: measured between 4:2:0 pictures and carried to RGB, so the rounding of this

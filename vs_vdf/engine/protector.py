@@ -36,7 +36,7 @@ PSNR_FLOOR_MARGIN_DB = 0.3  # the loop aims this far above the floor: enlarging 
 # The lossy delivery encode adds its own error to the perturbation's (mean squared errors add): H.264 CRF 18
 # added 1.1 to 2.8 (8-bit levels squared) on the sample close-ups. The loop keeps this much of the floor's
 # error budget free; where the delivery is known, the chunk is then encoded that way and frames whose
-# encoded PSNR still falls short are scaled down against the measured error (times the margin below).
+# encoded PSNR still falls short are scaled down against the measured error (with the margin below).
 DELIVERY_MSE = 1.2
 # The engine's encode of a chunk is not exactly the writer's (its own 4:2:0 conversion, the chunk as a whole
 # video): the measured error must keep the floor by this much (a close-up missed it by 0.12 dB without a
