@@ -1,8 +1,9 @@
 """Real lossy-codec round trips through PyAV's bundled FFmpeg (libx264 / libx265).
 
 The optimisation loop encodes each frame on its own (an intra frame, the worst case for a small
-perturbation because nothing is predicted from a previous frame); evaluation encodes the frames as
-one video with the codec's normal group of pictures, as a delivery or an attacker's re-encode does.
+perturbation because nothing is predicted from a previous frame); evaluation, and the engine's check of
+the PSNR floor against the known delivery (``Delivery``), encode the frames as one video with the codec's
+normal group of pictures, as a delivery or an attacker's re-encode does.
 Frames are N x 3 x H x W float tensors in [0, 1]; odd sizes are padded for 4:2:0 and cropped back.
 """
 
