@@ -12,7 +12,9 @@ from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics
 from vs_vdf.engine.budget import budget
 from vs_vdf.engine.canvas import Canvas
+from vs_vdf.engine.chunks import summarise
 from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24
+from vs_vdf.engine.protector import FrameStats
 from vs_vdf.engine.transforms import ROBUSTNESS, Transform, quantise, sample
 
 FAST = dict(targets=("facemesh", "headpose"), max_steps=4)
@@ -71,6 +73,25 @@ def test_an_inherited_perturbation_that_passes_takes_no_steps(frames):
     _, stats = protector.protect(frames)
     assert stats[0].steps > 0 and stats[0].success["headpose"]
     assert any(s.steps == 0 and s.success["headpose"] for s in stats[1:])
+
+
+def test_a_frame_waits_for_face_api_68_and_not_for_a_detector(frames):
+    """face-api 68's points end a frame's optimisation once disrupted; BlazeFace is attacked, not waited for."""
+    protector = Protector(targets=("blazeface_short", "faceapi68"), max_steps=60)
+    assert protector.required == ("faceapi68",)
+    _, stats = protector.protect(frames[:1])
+    assert 0 < stats[0].steps < 60
+    assert stats[0].success["faceapi68"] and not stats[0].success["blazeface_short"]
+    assert stats[0].measures["faceapi68"] > metrics.NME_DISRUPTED
+    assert Protector().required[:3] == ("facemesh", "headpose", "faceapi68")
+
+
+def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked():
+    done = {"facemesh": True, "headpose": True, "faceapi68": True, "blazeface_short": False}
+    short = done | {"faceapi68": False}
+    summary = summarise([FrameStats(0, True, success=done), FrameStats(1, True, success=short), FrameStats(2, False)])
+    assert summary["required_targets"] == ["faceapi68", "facemesh", "headpose"]
+    assert summary["required_disrupted_fraction"] == 0.5 and summary["all_targets_disrupted_fraction"] == 0
 
 
 def test_cost_follows_the_face_not_the_frame(protector, frames):

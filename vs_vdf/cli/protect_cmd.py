@@ -195,9 +195,10 @@ class _Job:
         click.echo(_summary_line(summary), err=True)
         if summary["frames_with_face"] == 0:
             click.echo("warning: no face found in any frame; the frames were passed through unchanged", err=True)
-        elif summary["all_targets_disrupted_fraction"] < 0.5:
-            click.echo("warning: the engine's check found the protection incomplete on most face frames; "
-                       "a stronger preset or more --max-steps protects more", err=True)
+        elif summary["required_disrupted_fraction"] < 0.5:
+            click.echo(f"warning: the engine's check found the protection incomplete on most face frames "
+                       f"({', '.join(summary['required_targets'])} not all disrupted); a stronger preset or more "
+                       "--max-steps protects more", err=True)
         if report is not None:
             frames = [{"frame": s.index, "face": s.face, "disrupted": s.disrupted, "steps": s.steps,
                        "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds,

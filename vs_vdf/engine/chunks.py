@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .metrics import grey_ssim
+from .presets import REQUIRED
 from .protector import FrameStats, Protector
 
 DEFAULT_CHUNK = 24  # frames per lookahead window
@@ -97,9 +98,13 @@ def summarise(stats: Sequence[FrameStats]) -> dict:
     count = max(len(faces), 1)
     targets = sorted({name for s in faces for name in s.success})
     disrupted = {name: sum(s.success.get(name, False) for s in faces) for name in targets}
+    required = [name for name in targets if name in REQUIRED] or targets  # what a frame waits for
     return {"frames": len(stats), "frames_with_face": len(faces),
             "steps_per_face_frame": sum(s.steps for s in faces) / count,
             "all_targets_disrupted_fraction": sum(s.disrupted for s in faces) / count,
+            "required_targets": required,
+            "required_disrupted_fraction": sum(all(s.success.get(name, False) for name in required)
+                                               for s in faces) / count,
             "disrupted_count": disrupted,
             "disrupted_fraction": {name: value / count for name, value in disrupted.items()},
             "scaled_for_psnr_floor": sum(s.change_scale < 1 for s in faces),

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 from .transforms import ROBUSTNESS, Family, Transform
 
-# Targets whose disruption ends a frame's optimisation: the landmarks and the head pose they give
-# are what set the camera poses of a 3D talking-face model, and the attackers' own models (present
-# when the user has added their files) are exactly what the cloning tool will run. The other targets
-# are attacked on every step taken and reported, but a frame does not wait for them.
-REQUIRED = ("facemesh", "headpose", "s3fd", "fan2d", "fan2d_pose", "bisenet")
+# Targets whose disruption ends a frame's optimisation: the landmarks of both families (FaceMesh's 468
+# points and the 68-point layout the cloning repos' FAN gives) and the head pose they set the camera
+# poses of a 3D talking-face model with, and the attackers' own models (present when the user has added
+# their files), exactly what the cloning tool will run. The detectors and the selfie segmenter are
+# attacked in turn on every step taken and reported, but a frame does not wait for them: at the
+# presets' PSNR floors they keep finding the face, so waiting would run every frame to the step limit.
+REQUIRED = ("facemesh", "headpose", "faceapi68", "s3fd", "fan2d", "fan2d_pose", "bisenet")
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,13 @@ class Preset:
     # down on delivery where it still falls short. None: no floor.
     psnr_floor: float | None = 36.0
     inherit_noise: float = 0.01
+    # Per-target loss weights (every loss is in units of its disruption threshold). face-api 68's points
+    # move least per unit of change: weighted 1, requiring it took 3.3x the steps on 12 franck frames,
+    # weighted 4 1.65x; FaceMesh at 3 rather than 2 kept its share of the effort (on 12 Wolfgang frames
+    # as many steps as without face-api 68 required, and as many FaceMesh frames disrupted but one).
     weights: dict[str, float] = field(default_factory=lambda: {
-        "blazeface_short": 1.0, "blazeface_full": 0.5, "mtcnn": 0.5, "facemesh": 2.0, "headpose": 2.0,
-        "faceapi68": 1.0, "selfie_segmentation": 0.5, "bisenet": 1.0,
+        "blazeface_short": 1.0, "blazeface_full": 0.5, "mtcnn": 0.5, "facemesh": 3.0, "headpose": 2.0,
+        "faceapi68": 4.0, "selfie_segmentation": 0.5, "bisenet": 1.0,
         "s3fd": 1.0, "fan2d": 2.0, "fan2d_pose": 2.0})
     robustness: tuple[Family, ...] = ROBUSTNESS
 
