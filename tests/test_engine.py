@@ -92,6 +92,7 @@ def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked
     summary = summarise([FrameStats(0, True, success=done), FrameStats(1, True, success=short), FrameStats(2, False)])
     assert summary["required_targets"] == ["faceapi68", "facemesh", "headpose"]
     assert summary["required_disrupted_fraction"] == 0.5 and summary["all_targets_disrupted_fraction"] == 0
+    assert summary["optimised_again_for_psnr_floor"] == 0 and summary["scaled_for_psnr_floor"] == 0
 
 
 def test_cost_follows_the_face_not_the_frame(protector, frames):
@@ -297,8 +298,11 @@ def test_with_the_delivery_known_the_floor_holds_on_the_encoded_frames(frames):
     close_up = as_420(F.interpolate(face, size=(480, 720), mode="bicubic", align_corners=False).clamp(0, 1))
     delivery = Delivery(crf=23)
     fast = dict(targets=("facemesh", "headpose"), epsilon=0.25, max_steps=4)
-    told = Protector("balanced", **fast, delivery={"crf": 23}).protect(close_up)[0]
-    untold = Protector("balanced", **fast).protect(close_up)[0]
+    told, told_stats = Protector("balanced", **fast, delivery={"crf": 23}).protect(close_up)
+    untold, untold_stats = Protector("balanced", **fast).protect(close_up)
     budget = 255 ** 2 * 10 ** (-36 / 10)  # 36 dB as a mean squared error in 8-bit levels
     assert bool((delivery.error(told, close_up) <= budget).all())
     assert not bool((delivery.error(untold, close_up) <= budget).all())
+    # frames the encode pushed below the floor were optimised again within what it left them
+    assert any(s.floor_steps > 0 for s in told_stats) and not any(s.floor_steps for s in untold_stats)
+    assert all(s.floor_steps <= 4 for s in told_stats)

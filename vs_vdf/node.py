@@ -90,14 +90,16 @@ def stats_to_props(stats: FrameStats) -> dict:
             "VdfStats": json.dumps({"steps": stats.steps, "inherited": round(stats.inherited, 4),
                                     "success": stats.success,
                                     "measures": {k: round(v, 4) for k, v in stats.measures.items()},
-                                    "seconds": round(stats.seconds, 3), "change_scale": round(stats.change_scale, 4)})}
+                                    "seconds": round(stats.seconds, 3), "change_scale": round(stats.change_scale, 4),
+                                    "floor_steps": stats.floor_steps})}
 
 
 def stats_from_props(index: int, props) -> FrameStats:
     """The engine record of output frame ``index`` back from its props."""
     details = json.loads(props["VdfStats"])
     return FrameStats(index, bool(props["VdfFace"]), details["steps"], details["inherited"], details["success"],
-                      details["measures"], seconds=details["seconds"], change_scale=details["change_scale"])
+                      details["measures"], seconds=details["seconds"], change_scale=details["change_scale"],
+                      floor_steps=details["floor_steps"])
 
 
 class _Windows:

@@ -107,5 +107,6 @@ def summarise(stats: Sequence[FrameStats]) -> dict:
                                                for s in faces) / count,
             "disrupted_count": disrupted,
             "disrupted_fraction": {name: value / count for name, value in disrupted.items()},
+            "optimised_again_for_psnr_floor": sum(s.floor_steps > 0 for s in faces),
             "scaled_for_psnr_floor": sum(s.change_scale < 1 for s in faces),
             "least_change_scale": min((s.change_scale for s in faces), default=1.0)}

@@ -43,6 +43,9 @@ DELIVERY_MSE = 1.2
 # margin and by 0.03 dB with 0.15 dB).
 DELIVERY_MARGIN_DB = 0.3
 DELIVERY_PASSES = 3  # encode, measure and scale down at most this many times per chunk
+# A frame whose encoded error breaks the floor is first optimised again for at most this many steps with
+# the budget the encode measurably left it (the attack re-balanced within it), and only then scaled down.
+REPAIR_STEPS = 10
 PSNR_SCALE_STEPS = 12  # bisection steps for the delivery scale (1/4096 of the change)
 
 
@@ -67,6 +70,7 @@ class FrameStats:
     losses: dict[str, float] = field(default_factory=dict)  # per target, at the last step taken
     seconds: float = 0.0
     change_scale: float = 1.0  # < 1 where the change was scaled down on delivery to keep the PSNR floor
+    floor_steps: int = 0  # of ``steps``, those taken again because the delivery encode broke the PSNR floor
 
     @property
     def disrupted(self) -> bool:
@@ -153,23 +157,27 @@ class Protector:
         protected = clean.clone()
         if rows.numel():
             scene = _Scene.of(canvas, work, ref, rows, self.method)
-            changes = self._protect_jointly(scene, stats, generator, report) if self.joint else \
-                self._protect_in_order(scene, stats, generator, report)
+            if self.joint:
+                changes, frames_params = self._protect_jointly(scene, stats, generator, report), None
+            else:
+                changes, frames_params = self._protect_in_order(scene, stats, generator, report)
             for j, row in enumerate(rows.tolist()):
                 protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row,
                                                                         self._engine_floor())
             if self.delivery is not None and self.settings.psnr_floor is not None:
-                self._keep_floor_through_delivery(canvas, clean, protected, changes, rows, stats)
+                repair = _Repair(scene, frames_params, generator) if frames_params is not None else None
+                self._keep_floor_through_delivery(canvas, clean, protected, changes, rows, stats, repair)
             self._final_check(canvas.shrink(protected[rows]), scene.ref, [stats[i] for i in rows.tolist()])
         if rows.numel() < clean.shape[0]:
             report(clean.shape[0] - rows.numel())  # the frames without a face
         return protected.to(frames.device, frames.dtype), stats
 
     def _protect_in_order(self, scene: "_Scene", stats: list[FrameStats], generator: torch.Generator,
-                          report: Callable[[int], None]) -> torch.Tensor:
+                          report: Callable[[int], None]) -> tuple[torch.Tensor, list]:
         """Each face frame optimised in turn, starting from its predecessor's parameters where the method
-        inherits and the two frames are consecutive; returns the changes (R x 3 x h x w)."""
-        changes, previous, previous_row = [], None, None
+        inherits and the two frames are consecutive; returns the changes (R x 3 x h x w) and each frame's
+        parameters."""
+        changes, frames_params, previous, previous_row = [], [], None, None
         for j, row in enumerate(scene.rows.tolist()):
             started = time.perf_counter()
             s, one = stats[row], scene.select(j)
@@ -183,9 +191,10 @@ class Protector:
             with torch.no_grad():
                 changes.append(params(one.canvases, one.budgets))
             previous, previous_row = params, row
+            frames_params.append(params)
             s.seconds = time.perf_counter() - started
             report(1)
-        return torch.cat(changes)
+        return torch.cat(changes), frames_params
 
     def _protect_jointly(self, scene: "_Scene", stats: list[FrameStats], generator: torch.Generator,
                          report: Callable[[int], None]) -> torch.Tensor:
@@ -206,20 +215,26 @@ class Protector:
 
     # -- optimisation --------------------------------------------------------------------------
 
-    def _optimise(self, params, scene: "_Scene", generator: torch.Generator,
-                  first: bool) -> tuple[int, dict[str, float]]:
-        """Adam on ``params`` until the check passes or the step limit; returns (steps, last losses)."""
+    def _optimise(self, params, scene: "_Scene", generator: torch.Generator, first: bool,
+                  floor: float | None = None, limit: int | None = None) -> tuple[int, dict[str, float]]:
+        """Adam on ``params`` until the check passes or the step limit (``limit``, default the preset's);
+        returns (steps, last losses). The loop is steered toward the engine floor; a ``floor`` given
+        replaces it and must be kept by the working frame for the check to pass."""
         settings = self.settings
+        limit = self.max_steps if limit is None else limit
+        target = self._engine_floor() if floor is None else floor
         check_every = settings.first_check_every if first else settings.check_every
         optimiser = torch.optim.Adam(params.parameters(), lr=settings.learning_rate)
         weights = self.preset.weights
         coverage = scene.canvas.coverage()
         losses: dict[str, float] = {}
-        for step in range(self.max_steps + 1):
+        for step in range(limit + 1):
             self._stop_if_interrupted()
-            if step % check_every == 0 or step == self.max_steps:
+            if step % check_every == 0 or step == limit:
                 with torch.no_grad():
-                    if self._passes(scene.protected(params), scene.ref) or step == self.max_steps:
+                    seen = scene.protected(params)
+                    kept = floor is None or bool((self._working_psnr(seen, scene) >= floor + PSNR_FLOOR_MARGIN_DB).all())
+                    if (kept and self._passes(seen, scene.ref)) or step == limit:
                         return step, losses
             protected = scene.protected(params)
             per_target = self.method.losses(self.objectives, protected, scene.ref, step, generator, self.preset,
@@ -232,12 +247,12 @@ class Protector:
                 fidelity = fidelity + SSIM_FLOOR_WEIGHT * torch.relu(settings.ssim_floor - similarity)
             if settings.psnr_floor is not None:
                 fidelity = fidelity + PSNR_FLOOR_WEIGHT * torch.relu(
-                    self._engine_floor() + PSNR_FLOOR_MARGIN_DB - self._working_psnr(protected, scene))
+                    target + PSNR_FLOOR_MARGIN_DB - self._working_psnr(protected, scene))
             optimiser.zero_grad(set_to_none=True)
             (attack + fidelity).sum().backward()
             optimiser.step()
             losses |= {name: float(value.detach().mean()) for name, value in per_target.items()}
-        return self.max_steps, losses
+        return limit, losses
 
     def _engine_floor(self) -> float | None:
         """The PSNR (dB) the engine's own 8-bit frames keep: the preset's floor with DELIVERY_MSE left free."""
@@ -272,18 +287,23 @@ class Protector:
         return best, low
 
     def _keep_floor_through_delivery(self, canvas: Canvas, clean: torch.Tensor, protected: torch.Tensor,
-                                     changes: torch.Tensor, rows: torch.Tensor, stats: list[FrameStats]) -> None:
+                                     changes: torch.Tensor, rows: torch.Tensor, stats: list[FrameStats],
+                                     repair: "_Repair | None") -> None:
         """Encode the chunk as the delivery will; a face frame whose encoded error breaks the preset's floor is
-        delivered again, its change scaled against the error the encode measurably added to it instead of
-        the assumed one (in place; repeated, since the encode's share moves with the change)."""
+        delivered again within the error the encode measurably left it instead of the assumed one: on the
+        first pass optimised again for a few steps with that budget (where its parameters are at hand), then
+        its change scaled down to keep it (in place; repeated, since the encode's share moves with the
+        change)."""
         budget = 255 ** 2 * 10 ** (-(self.settings.psnr_floor + DELIVERY_MARGIN_DB) / 10)  # as a mean squared error
-        for _ in range(DELIVERY_PASSES):
+        for delivery_pass in range(DELIVERY_PASSES):
             encoded = self.delivery.error(protected, clean).tolist()
             short = [(j, row) for j, row in enumerate(rows.tolist()) if encoded[row] > budget]
             for j, row in short:
                 change = float((to_8bit(protected[row]) - to_8bit(clean[row])).pow(2).mean())
                 left = budget - max(encoded[row] - change, 0.0)
                 engine_floor = 10 * math.log10(255 ** 2 / left) if left > 0 else math.inf  # inf: the encode alone breaks it
+                if repair is not None and delivery_pass == 0 and math.isfinite(engine_floor):
+                    changes[j] = repair.optimise(self, j, engine_floor, stats[row])
                 protected[row], stats[row].change_scale = self._deliver(canvas, clean[row], changes[j], row,
                                                                         engine_floor)
             if not short:
@@ -312,6 +332,26 @@ class Protector:
             for j, s in enumerate(stats):
                 s.measures[name] = self.objectives.least_disrupted(name, [float(v[j]) for v in measured])
                 s.success[name] = bool(self.objectives.disrupted(name, torch.tensor(s.measures[name])))
+
+
+@dataclass
+class _Repair:
+    """What optimising a frame of the chunk again needs: the scene, each frame's parameters, the generator."""
+
+    scene: "_Scene"
+    frames_params: list
+    generator: torch.Generator
+
+    def optimise(self, protector: Protector, j: int, floor: float, stats: FrameStats) -> torch.Tensor:
+        """Frame ``j`` optimised again with the engine floor ``floor`` (dB) kept; returns its new change."""
+        params, one = self.frames_params[j], self.scene.select(j)
+        steps, losses = protector._optimise(params, one, self.generator, first=False, floor=floor,
+                                            limit=min(REPAIR_STEPS, protector.max_steps))
+        stats.steps += steps
+        stats.floor_steps += steps
+        stats.losses |= losses
+        with torch.no_grad():
+            return params(one.canvases, one.budgets)[0]
 
 
 @dataclass
