@@ -4,8 +4,10 @@ What a method does differently (settings, the loss of a step, when a frame is do
 ``methods.py``; this loop only runs it: the method's canvas for the chunk (``canvas.py``: working
 frames scaled to the face, a head-region canvas per frame), the clean analysis of the working frames,
 then each face frame optimised on its canvas (starting from its predecessor's parameters where the
-method inherits, or the whole chunk together with ``joint=True``), then one batched check of the
-delivered frames. Frames whose clean version has no detectable face are returned unchanged.
+method inherits, or the whole chunk together with ``joint=True``), then the chunk delivered (where the
+delivery is known, encoded that way, and frames the encode pushed below the PSNR floor optimised again
+within what it left them, then scaled down), then one batched check of the delivered frames. Frames
+whose clean version has no detectable face are returned unchanged.
 """
 
 from __future__ import annotations
@@ -233,7 +235,8 @@ class Protector:
             if step % check_every == 0 or step == limit:
                 with torch.no_grad():
                     seen = scene.protected(params)
-                    kept = floor is None or bool((self._working_psnr(seen, scene) >= floor + PSNR_FLOOR_MARGIN_DB).all())
+                    kept = floor is None or bool(
+                        (self._working_psnr(seen, scene) >= floor + PSNR_FLOOR_MARGIN_DB).all())
                     if (kept and self._passes(seen, scene.ref)) or step == limit:
                         return step, losses
             protected = scene.protected(params)
