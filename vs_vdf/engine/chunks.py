@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .metrics import grey_ssim
-from .presets import REQUIRED
+from .presets import waited_for
 from .protector import FrameStats, Protector
 
 DEFAULT_CHUNK = 24  # frames per lookahead window
@@ -98,7 +98,7 @@ def summarise(stats: Sequence[FrameStats]) -> dict:
     count = max(len(faces), 1)
     targets = sorted({name for s in faces for name in s.success})
     disrupted = {name: sum(s.success.get(name, False) for s in faces) for name in targets}
-    required = [name for name in targets if name in REQUIRED] or targets  # what a frame waits for
+    required = list(waited_for(tuple(targets)))
     return {"frames": len(stats), "frames_with_face": len(faces),
             "steps_per_face_frame": sum(s.steps for s in faces) / count,
             "all_targets_disrupted_fraction": sum(s.disrupted for s in faces) / count,

@@ -15,6 +15,11 @@ from .transforms import ROBUSTNESS, Family, Transform
 REQUIRED = ("facemesh", "headpose", "faceapi68", "s3fd", "fan2d", "fan2d_pose", "bisenet")
 
 
+def waited_for(targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Of ``targets``, those a frame's optimisation waits for (all of them where none is in REQUIRED)."""
+    return tuple(name for name in targets if name in REQUIRED) or tuple(targets)
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str

@@ -133,7 +133,7 @@ class Protector:
                              "optimised against")
         self.objectives = Objectives(tuple(targets), self.device, checkpoint)
         self.targets = self.objectives.targets
-        self.required = tuple(t for t in self.targets if t in presets.REQUIRED) or self.targets
+        self.required = presets.waited_for(self.targets)
 
     # -- the chunk -----------------------------------------------------------------------------
 
