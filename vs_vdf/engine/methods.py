@@ -3,9 +3,9 @@ differ, the loss of one step and the rule that ends a frame's optimisation. The 
 ``protector.py`` reads these and never asks which method it runs.
 
 - ``vdf`` (default): dual-domain parameters on a head-region canvas at the working resolution
-  (``canvas.py``), perceptual budget, one robustness transform sampled per step, the required targets
-  on every step and the others in turn; each frame inherits the previous frame's parameters, in face
-  coordinates, scaled by the similarity of the two clean canvases.
+  (``canvas.py``), perceptual budget, one robustness transform sampled per step, the targets a frame
+  waits for on every step (the others in turn where the preset attacks all); each frame inherits the
+  previous frame's parameters as they are, in face coordinates, unless a cut separates them.
 - ``per-frame``: the same, every frame from scratch: the baseline for what sharing saves.
 - ``vdf-reference``: the released VDF algorithm: ImageNet-space FFT parameterisation over the whole
   frame at full resolution (no canvas, no working scale), every scale (x1, 1.5, 2, 0.75, 0.5 weighted 1, .8, .6, .6, .6) on every step, fidelity
@@ -43,8 +43,8 @@ class Settings:
     ssim_floor: float | None  # below this SSIM a steep penalty takes over; None: no floor
     psnr_floor: float | None  # delivered frames keep at least this PSNR (dB); None: no floor
     margin: float  # the measures must pass their thresholds by this factor
-    inherit: float  # factor on the similarity a frame inherits its predecessor's parameters with; 0: never
-    inherit_noise: float
+    inherit: float  # factor a frame inherits its predecessor's parameters with; 0: never
+    inherit_by_similarity: bool  # the factor is also scaled by the SSIM of the two clean canvases
     variants: tuple[Transform, ...]  # what the check looks at
 
 
@@ -58,7 +58,7 @@ class Vdf:
     def settings(self, preset: Preset) -> Settings:
         return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
                         preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
-                        1.0 if self.inherits else 0.0, preset.inherit_noise, preset.check)
+                        1.0 if self.inherits else 0.0, False, preset.check)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return DualDomain(count, height, width, epsilon, joint=joint)
@@ -73,9 +73,9 @@ class Vdf:
 
     def losses(self, objectives: Objectives, protected: torch.Tensor, ref: Reference, step: int,
                generator: torch.Generator, preset: Preset, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """The required targets on every step, the others in turn, through one sampled transform: a step
-        costs two or three models, not seven."""
-        others = tuple(t for t in objectives.targets if t not in required)
+        """The required targets on every step, the others in turn where the preset attacks all, through one
+        sampled transform: a step costs two to four models, not seven."""
+        others = tuple(t for t in objectives.targets if t not in required) if preset.attack_all else ()
         names = required + (others[step % len(others)],) if others else required
         return objectives.losses(sample(preset.robustness, generator)(protected), ref, names)
 
@@ -102,7 +102,7 @@ class Released(Vdf):
         variants = tuple(Transform("scale", s) if s != 1 else Transform("identity") for s, _ in self.SCALES)
         return Settings(epsilon=0.05, max_steps=3000, learning_rate=1e-2, check_every=1, first_check_every=5,
                         fidelity_weight=0.5, ssim_floor=None, psnr_floor=None, margin=1.0, inherit=0.8,
-                        inherit_noise=preset.inherit_noise, variants=variants)
+                        inherit_by_similarity=True, variants=variants)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return ReferencePerturbation(count, height, width, epsilon)

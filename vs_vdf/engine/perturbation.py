@@ -61,13 +61,11 @@ class DualDomain(nn.Module):
         return self.epsilon * budget * self.attention(size) * torch.tanh(difference / self.epsilon)
 
     @torch.no_grad()
-    def inherit(self, previous: "DualDomain", factor: float, noise: float, generator: torch.Generator) -> None:
-        """Start from ``previous`` (one frame): frequency parameters scaled by ``factor`` plus Gaussian
-        noise of scale ``noise``, attention masks copied."""
+    def inherit(self, previous: "DualDomain", factor: float) -> None:
+        """Start from ``previous`` (one frame): frequency parameters scaled by ``factor``, attention masks
+        copied. No noise: noise of 0.01 cost franck 1.17x the steps (220 against 188 over 24 frames)."""
         for name in ("amplitude", "phase"):
-            start = previous._frequency(name) * factor
-            start = start + noise * torch.randn(start.shape, generator=generator).to(start.device)
-            getattr(self, name).copy_(start.expand_as(getattr(self, name)))
+            getattr(self, name).copy_((previous._frequency(name) * factor).expand_as(getattr(self, name)))
         for mine, theirs in zip(self.masks, previous.masks):
             mine.copy_(theirs.expand_as(mine))
 
@@ -90,8 +88,8 @@ class Reference(nn.Module):
         return torch.sigmoid(self.mask) * self.epsilon * torch.tanh(10 * (perturbed - clean))
 
     @torch.no_grad()
-    def inherit(self, previous: "Reference", factor: float, noise: float, generator: torch.Generator) -> None:
-        """The release's warm start: frequency parameters times ``factor``, the mask copied, no noise."""
+    def inherit(self, previous: "Reference", factor: float) -> None:
+        """The release's warm start: frequency parameters times ``factor``, the mask copied."""
         self.amplitude.copy_(previous.amplitude * factor)
         self.phase.copy_(previous.phase * factor)
         self.mask.copy_(previous.mask)

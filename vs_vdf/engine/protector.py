@@ -66,7 +66,7 @@ class FrameStats:
     index: int
     face: bool  # the clean frame had a face; frames without one are passed through
     steps: int = 0
-    inherited: float = 0.0  # factor the previous frame's parameters were scaled by (0: fresh start)
+    inherited: float = 0.0  # factor the previous frame's parameters were taken with (0: fresh start)
     success: dict[str, bool] = field(default_factory=dict)  # per target, on every check variant
     measures: dict[str, float] = field(default_factory=dict)  # per target, worst case over the check variants
     losses: dict[str, float] = field(default_factory=dict)  # per target, at the last step taken
@@ -186,9 +186,10 @@ class Protector:
             params = self._parameters(1, scene.canvas)
             inherits = previous is not None and previous_row == row - 1 and bool(self.settings.inherit)
             if inherits:
-                similarity = float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
-                s.inherited = similarity * self.settings.inherit
-                params.inherit(previous, s.inherited, self.settings.inherit_noise, generator)
+                s.inherited = self.settings.inherit
+                if self.settings.inherit_by_similarity:
+                    s.inherited *= float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
+                params.inherit(previous, s.inherited)
             s.steps, s.losses = self._optimise(params, one, generator, first=not inherits)
             with torch.no_grad():
                 changes.append(params(one.canvases, one.budgets))
