@@ -410,5 +410,5 @@ def test_auto_device_on_a_cpu_says_so_with_the_expected_cost(media, tmp_path):
 
 def test_protect_help_says_what_each_preset_trades():
     text = CliRunner().invoke(main, ["protect", "--help"]).output
-    for words in ("light: epsilon 6/255", "balanced: 10/255", "strong: 0.05", "(0, 0.25]"):
+    for words in ("light: epsilon 6/255", "balanced: 14/255", "strong: 0.05", "(0, 0.25]"):
         assert words in " ".join(text.split())

@@ -20,7 +20,7 @@ from .paths import check_outputs
 from .signals import stop_on_signals
 
 PRESET_HELP = ("light: epsilon 6/255, up to 30 steps a frame, every frame kept at PSNR >= 40 dB (the fastest, least "
-               "visible); balanced: 10/255, up to 60 steps, every frame kept at PSNR >= 36 dB; strong: 0.05, up to "
+               "visible); balanced: 14/255, up to 60 steps, every frame kept at PSNR >= 36 dB; strong: 0.05, up to "
                "150 steps and a harder check, no PSNR floor (the slowest; the change can be visible).")
 FRAMES_IN_FLIGHT = 4  # decoded, protected frames waiting for the encoder
 

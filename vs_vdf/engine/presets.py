@@ -51,9 +51,13 @@ class Preset:
     attack_all: bool = False
 
 
+# balanced's epsilon: at its 36 dB floor the per-pixel bound, not the floor, limited the attack. Raising it
+# from 10/255 to 14/255 kept PSNR and SSIM (24 frames of each sample, one process per clip) and let the
+# change gather where the texture hides it: steps 682 -> 370 on Wolfgang and 180 -> 108 on franck, Wolfgang's
+# FaceMesh after the ER-NeRF replica 75% -> 100% and its retention after H.264 CRF 28 0.00 -> 0.92.
 PRESETS = {
     "light": Preset("light", epsilon=6 / 255, max_steps=30, margin=1.15, ssim_floor=0.975, psnr_floor=40.0),
-    "balanced": Preset("balanced", epsilon=10 / 255, max_steps=60),
+    "balanced": Preset("balanced", epsilon=14 / 255, max_steps=60),
     "strong": Preset("strong", epsilon=0.05, max_steps=150, margin=1.5, ssim_floor=0.92, psnr_floor=None, check=(
         Transform("identity"), Transform("h264", 28), Transform("scale", 0.5)), attack_all=True),
 }
