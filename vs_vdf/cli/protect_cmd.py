@@ -19,9 +19,13 @@ from ..media.writer import BIT_DEPTHS, CODECS, CONTAINERS, CRF_RANGE
 from .paths import check_outputs
 from .signals import stop_on_signals
 
-PRESET_HELP = ("light: epsilon 6/255, up to 30 steps a frame, every frame kept at PSNR >= 40 dB (the fastest, least "
-               "visible); balanced: 14/255, up to 60 steps, every frame kept at PSNR >= 36 dB; strong: 0.05, up to "
-               "150 steps and a harder check, no PSNR floor (the slowest; the change can be visible).")
+_LIGHT, _BALANCED, _STRONG = PRESETS["light"], PRESETS["balanced"], PRESETS["strong"]
+PRESET_HELP = (  # from the presets themselves, so the help cannot drift from them
+    f"light: epsilon {round(_LIGHT.epsilon * 255)}/255, up to {_LIGHT.max_steps} steps a frame, every frame kept at "
+    f"PSNR >= {_LIGHT.psnr_floor:g} dB (the fastest, least visible); balanced: {round(_BALANCED.epsilon * 255)}/255, "
+    f"up to {_BALANCED.max_steps} steps, every frame kept at PSNR >= {_BALANCED.psnr_floor:g} dB; strong: "
+    f"{_STRONG.epsilon:g}, up to {_STRONG.max_steps} steps and a harder check, no PSNR floor (the slowest; the "
+    "change can be visible).")
 FRAMES_IN_FLIGHT = 4  # decoded, protected frames waiting for the encoder
 
 
