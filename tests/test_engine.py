@@ -86,6 +86,27 @@ def test_a_frame_waits_for_face_api_68_and_not_for_a_detector(frames):
     assert Protector().required[:3] == ("facemesh", "headpose", "faceapi68")
 
 
+def test_the_video_s_first_frame_waits_for_the_detector_to_lose_the_face(frames):
+    """Every encode codes a video's first frame on its own, so there the change can take the face away from
+    the detector that stops the ER-NeRF script; the frames after it wait for the landmarks as usual."""
+    protector = Protector("strong", targets=("blazeface_short", "facemesh", "headpose"), epsilon=0.1, max_steps=60)
+    assert protector.opening_steps == 60  # --max-steps caps the opening frame too
+    _, stats = protector.protect(frames[:2], opens_video=True)
+    assert stats[0].opening and not stats[1].opening
+    assert 0 < stats[0].steps <= 60 and "blazeface_short" in stats[0].losses
+    assert stats[0].success["blazeface_short"] and stats[0].measures["blazeface_short"] < 0.5
+    _, inside = protector.protect(frames[:1], opens_video=False)
+    assert not inside[0].opening
+    assert Protector("light").opening_steps == 0 and Protector().opening_steps > Protector().max_steps
+
+
+def test_only_the_window_at_frame_0_opens_the_video(frames):
+    from vs_vdf.engine.chunks import protect_video
+
+    _, stats = protect_video(Protector("strong", targets=("facemesh", "headpose"), max_steps=1), frames, chunk=2)
+    assert [s.opening for s in stats] == [True, False, False]
+
+
 def test_a_step_attacks_the_others_in_turn_only_where_the_preset_attacks_all(frames):
     """balanced spends its steps on what a frame waits for; strong gives the detector its turn too."""
     for preset, expected in (("balanced", {"faceapi68"}), ("strong", {"faceapi68", "blazeface_short"})):

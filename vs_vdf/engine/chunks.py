@@ -49,7 +49,7 @@ def protect_window(protector: Protector, frames: torch.Tensor, first_frame: int,
     outputs, stats, chunk_starts = [], [], []
     for begin, end in split_at_cuts(frames, similarity):
         protected, part = protector.protect(frames[begin:end], seed=chunk_seed(seed, first_frame + begin),
-                                            progress=progress)
+                                            progress=progress, opens_video=first_frame + begin == 0)
         outputs.append(protected)
         stats += part
         chunk_starts += [first_frame + begin] * (end - begin)

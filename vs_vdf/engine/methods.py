@@ -46,6 +46,7 @@ class Settings:
     inherit: float  # factor a frame inherits its predecessor's parameters with; 0: never
     inherit_by_similarity: bool  # the factor is also scaled by the SSIM of the two clean canvases
     variants: tuple[Transform, ...]  # what the check looks at
+    opening_steps: int = 0  # step limit of the video's first frame, which waits for the detector instead; 0: not
 
 
 class Vdf:
@@ -58,7 +59,7 @@ class Vdf:
     def settings(self, preset: Preset) -> Settings:
         return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
                         preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
-                        1.0 if self.inherits else 0.0, False, preset.check)
+                        1.0 if self.inherits else 0.0, False, preset.check, preset.opening_steps)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return DualDomain(count, height, width, epsilon, joint=joint)

@@ -21,6 +21,12 @@ def waited_for(targets: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for name in targets if name in REQUIRED) or tuple(targets)
 
 
+def opening_wait(targets: tuple[str, ...]) -> tuple[str, ...]:
+    """What the video's first frame waits for: the detector that decides the ER-NeRF script's stop (the
+    user's S3FD where present, else BlazeFace short range, its stand-in in the evaluation)."""
+    return ("s3fd",) if "s3fd" in targets else ("blazeface_short",)
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -45,21 +51,29 @@ class Preset:
         "faceapi68": 4.0, "selfie_segmentation": 0.5, "bisenet": 1.0,
         "s3fd": 1.0, "fan2d": 2.0, "fan2d_pose": 2.0})
     robustness: tuple[Family, ...] = ROBUSTNESS
+    # The video's first frame waits for the face detector to lose the face, for at most this many steps, instead
+    # of the landmarks (0: it waits like any frame). Every encode codes that frame on its own (an intra frame,
+    # nothing predicted from a neighbour), so a change there survives the delivery and the attacker's
+    # re-encode as it does not elsewhere, and one frame without a face stops the ER-NeRF lineage's script.
+    opening_steps: int = 0
     # Whether a step also attacks, in turn, the targets a frame does not wait for. Off where a PSNR floor
     # binds: at 36 dB not one detector or selfie frame was ever disrupted on the samples, and the turn
     # cost franck 1.4x the seconds per frame (24 frames, one process) for no measured gain.
     attack_all: bool = False
 
 
+# The opening frame at balanced (24 frames of each sample, one process each): BlazeFace short range's best
+# score on it 0.44 (franck, at the 200-step limit) and 0.21 (Wolfgang, 96 steps) after the delivery encode and
+# the ER-NeRF replica, against its 0.5 threshold. light does not try: not measured at its 40 dB floor.
 # balanced's epsilon: at its 36 dB floor the per-pixel bound, not the floor, limited the attack. Raising it
 # from 10/255 to 14/255 kept PSNR and SSIM (24 frames of each sample, one process per clip) and let the
 # change gather where the texture hides it: steps 682 -> 370 on Wolfgang and 180 -> 108 on franck, Wolfgang's
 # FaceMesh after the ER-NeRF replica 75% -> 100% and its retention after H.264 CRF 28 0.00 -> 0.92.
 PRESETS = {
     "light": Preset("light", epsilon=6 / 255, max_steps=30, margin=1.15, ssim_floor=0.975, psnr_floor=40.0),
-    "balanced": Preset("balanced", epsilon=14 / 255, max_steps=60),
+    "balanced": Preset("balanced", epsilon=14 / 255, max_steps=60, opening_steps=200),
     "strong": Preset("strong", epsilon=0.05, max_steps=150, margin=1.5, ssim_floor=0.92, psnr_floor=None, check=(
-        Transform("identity"), Transform("h264", 28), Transform("scale", 0.5)), attack_all=True),
+        Transform("identity"), Transform("h264", 28), Transform("scale", 0.5)), attack_all=True, opening_steps=300),
 }
 
 
