@@ -125,6 +125,11 @@ def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked
     assert summary["required_targets"] == ["faceapi68", "facemesh", "headpose"]
     assert summary["required_disrupted_fraction"] == 0.5 and summary["all_targets_disrupted_fraction"] == 0
     assert summary["optimised_again_for_psnr_floor"] == 0 and summary["scaled_for_psnr_floor"] == 0
+    assert summary["opening_frame"] is None
+    opening = FrameStats(0, True, success=short | {"blazeface_short": True}, measures={"blazeface_short": 0.3},
+                         opening=True)
+    assert summarise([opening, FrameStats(1, True, success=done)])["opening_frame"] == {
+        "frame": 0, "detector": "blazeface_short", "face_lost": True, "score": 0.3}
 
 
 def test_cost_follows_the_face_not_the_frame(protector, frames):

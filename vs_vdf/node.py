@@ -91,7 +91,7 @@ def stats_to_props(stats: FrameStats) -> dict:
                                     "success": stats.success,
                                     "measures": {k: round(v, 4) for k, v in stats.measures.items()},
                                     "seconds": round(stats.seconds, 3), "change_scale": round(stats.change_scale, 4),
-                                    "floor_steps": stats.floor_steps})}
+                                    "floor_steps": stats.floor_steps, "opening": stats.opening})}
 
 
 def stats_from_props(index: int, props) -> FrameStats:
@@ -99,7 +99,7 @@ def stats_from_props(index: int, props) -> FrameStats:
     details = json.loads(props["VdfStats"])
     return FrameStats(index, bool(props["VdfFace"]), details["steps"], details["inherited"], details["success"],
                       details["measures"], seconds=details["seconds"], change_scale=details["change_scale"],
-                      floor_steps=details["floor_steps"])
+                      floor_steps=details["floor_steps"], opening=details["opening"])
 
 
 class _Windows:

@@ -206,7 +206,7 @@ class _Job:
         if report is not None:
             frames = [{"frame": s.index, "face": s.face, "disrupted": s.disrupted, "steps": s.steps,
                        "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds,
-                       "change_scale": s.change_scale, "floor_steps": s.floor_steps}
+                       "change_scale": s.change_scale, "floor_steps": s.floor_steps, "opening": s.opening}
                       for s in stats]
             document = {"input": str(source), "output": str(output), "complete": True, "options": self.options,
                         "encoding": vars(self.encoding), "frames_limit": self.limit, "summary": summary,
@@ -221,6 +221,9 @@ def _summary_line(summary: dict) -> str:
     parts = [f"{name} on {count}/{faces}" for name, count in counts.items()]
     found = f"disrupted {', '.join(parts)} face frames" if parts else "nothing to disrupt"
     line = f"engine check: {found}; {summary['frames'] - faces} frames without a face"
+    if summary["opening_frame"] is not None:
+        line += (f"; the opening frame waited for {summary['opening_frame']['detector']} to lose the face: "
+                 f"{'lost' if summary['opening_frame']['face_lost'] else 'still found'}")
     if summary["optimised_again_for_psnr_floor"]:
         line += (f"; {summary['optimised_again_for_psnr_floor']} frames were optimised again within what the "
                  "delivery encode left of the preset's PSNR floor")

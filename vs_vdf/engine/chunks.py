@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .metrics import grey_ssim
-from .presets import waited_for
+from .presets import opening_wait, waited_for
 from .protector import FrameStats, Protector
 
 DEFAULT_CHUNK = 24  # frames per lookahead window
@@ -99,6 +99,8 @@ def summarise(stats: Sequence[FrameStats]) -> dict:
     targets = sorted({name for s in faces for name in s.success})
     disrupted = {name: sum(s.success.get(name, False) for s in faces) for name in targets}
     required = list(waited_for(tuple(targets)))
+    opening = next((s for s in faces if s.opening), None)
+    detector = opening_wait(tuple(targets))[0]
     return {"frames": len(stats), "frames_with_face": len(faces),
             "steps_per_face_frame": sum(s.steps for s in faces) / count,
             "all_targets_disrupted_fraction": sum(s.disrupted for s in faces) / count,
@@ -109,4 +111,8 @@ def summarise(stats: Sequence[FrameStats]) -> dict:
             "disrupted_fraction": {name: value / count for name, value in disrupted.items()},
             "optimised_again_for_psnr_floor": sum(s.floor_steps > 0 for s in faces),
             "scaled_for_psnr_floor": sum(s.change_scale < 1 for s in faces),
-            "least_change_scale": min((s.change_scale for s in faces), default=1.0)}
+            "least_change_scale": min((s.change_scale for s in faces), default=1.0),
+            # the video's first frame, where it waited for the detector (its finding as delivered)
+            "opening_frame": None if opening is None or detector not in opening.success else
+            {"frame": opening.index, "detector": detector, "face_lost": opening.success[detector],
+             "score": opening.measures[detector]}}
