@@ -12,6 +12,7 @@ whose clean version has no detectable face are returned unchanged.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -56,6 +57,7 @@ REPAIR_STEPS = 10
 # The video's first frame is done when its detector's best score is below this share of the threshold: the
 # delivery encode and the ER-NeRF replica raised BlazeFace's score on it by 0.08 (franck) and 0.21 (Wolfgang).
 OPENING_SCORE_FACTOR = 0.6
+OPENING_SEED = 7919  # the opening frame's transforms are drawn apart from the chunk's
 PSNR_SCALE_STEPS = 12  # bisection steps for the delivery scale (1/4096 of the change)
 
 
@@ -200,7 +202,7 @@ class Protector:
         changes, frames_params, previous, previous_row = [], [], None, None
         for j, row in enumerate(scene.rows.tolist()):
             started = time.perf_counter()
-            s, one = stats[row], scene.select(j)
+            s, one = stats[row], scene.select(j, as_opening=False)
             params = self._parameters(1, scene.canvas)
             inherits = previous is not None and previous_row == row - 1 and bool(self.settings.inherit)
             if inherits:
@@ -208,15 +210,26 @@ class Protector:
                 if self.settings.inherit_by_similarity:
                     s.inherited *= float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
                 params.inherit(previous, s.inherited)
-            limit = self.opening_steps if scene.opens(j) else None
-            s.steps, s.losses = self._optimise(params, one, generator, first=not inherits, limit=limit)
+            s.steps, s.losses = self._optimise(params, one, generator, first=not inherits)
+            previous, previous_row = params, row
+            if scene.opens(j):
+                params = self._open(params, scene.select(j), s)
             with torch.no_grad():
                 changes.append(params(one.canvases, one.budgets))
-            previous, previous_row = params, row
             frames_params.append(params)
             s.seconds = time.perf_counter() - started
             report(1)
         return torch.cat(changes), frames_params
+
+    def _open(self, params, opening: "_Scene", stats: FrameStats):
+        """The video's first frame, optimised on from its own parameters until the detector loses the face;
+        returns those parameters. Its successors inherit the parameters it had before, and its steps draw
+        from a generator of their own, so every later frame is what it would be without the opening."""
+        carried_on = copy.deepcopy(params)
+        generator = torch.Generator().manual_seed(OPENING_SEED)
+        steps, stats.losses = self._optimise(carried_on, opening, generator, first=False, limit=self.opening_steps)
+        stats.steps += steps
+        return carried_on
 
     def _protect_jointly(self, scene: "_Scene", stats: list[FrameStats], generator: torch.Generator,
                          report: Callable[[int], None]) -> torch.Tensor:
@@ -423,10 +436,11 @@ class _Scene:
         """Whether frame ``j`` is the video's first, waiting for the detector."""
         return j == 0 and self.opening_wait is not None
 
-    def select(self, j: int) -> "_Scene":
-        """Frame ``j`` alone, waiting for what it waits for."""
+    def select(self, j: int, as_opening: bool | None = None) -> "_Scene":
+        """Frame ``j`` alone, waiting for what it waits for (``as_opening=False``: for the landmarks even
+        where it opens the video)."""
         at = slice(j, j + 1)
-        opening = self.opens(j)
+        opening = self.opens(j) if as_opening is None else as_opening
         return _Scene(self.canvas, self.rows[at], self.work[at], self.canvases[at], self.budgets[at],
                       self.ref.select(at), self.opening_wait if opening else self.required, opening=opening)
 
