@@ -4,10 +4,11 @@ What a method does differently (settings, the loss of a step, when a frame is do
 ``methods.py``; this loop only runs it: the method's canvas for the chunk (``canvas.py``: working
 frames scaled to the face, a head-region canvas per frame), the clean analysis of the working frames,
 then each face frame optimised on its canvas (starting from its predecessor's parameters where the
-method inherits, or the whole chunk together with ``joint=True``), then the chunk delivered (where the
+method inherits, or the whole chunk together with ``joint=True``; where the preset says so, the video's
+first frame then goes on until the face detector loses the face), then the chunk delivered (where the
 delivery is known, encoded that way, and frames the encode pushed below the PSNR floor scaled down, or
-optimised again within what it left them where the scaled frame would no longer pass), then one batched check of the delivered frames. Frames
-whose clean version has no detectable face are returned unchanged.
+optimised again within what it left them where the scaled frame would no longer pass), then one batched
+check of the delivered frames. Frames whose clean version has no detectable face are returned unchanged.
 """
 
 from __future__ import annotations
