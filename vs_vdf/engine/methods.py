@@ -46,7 +46,7 @@ class Settings:
     inherit: float  # factor a frame inherits its predecessor's parameters with; 0: never
     inherit_by_similarity: bool  # the factor is also scaled by the SSIM of the two clean canvases
     variants: tuple[Transform, ...]  # what the check looks at
-    opening_steps: int = 0  # step limit of the video's first frame, which waits for the detector instead; 0: not
+    opening_steps: int = 0  # the video's first frame's extra steps against the face detector; 0: none
 
 
 class Vdf:

@@ -51,8 +51,8 @@ class Preset:
         "faceapi68": 4.0, "selfie_segmentation": 0.5, "bisenet": 1.0,
         "s3fd": 1.0, "fan2d": 2.0, "fan2d_pose": 2.0})
     robustness: tuple[Family, ...] = ROBUSTNESS
-    # The video's first frame waits for the face detector to lose the face, for at most this many steps, instead
-    # of the landmarks (0: it waits like any frame). Every encode codes that frame on its own (an intra frame,
+    # Once done like any frame, the video's first frame goes on for at most this many steps until the face
+    # detector loses the face (0: it does not). Every encode codes that frame on its own (an intra frame,
     # nothing predicted from a neighbour), so a change there survives the delivery and the attacker's
     # re-encode as it does not elsewhere, and one frame without a face stops the ER-NeRF lineage's script.
     opening_steps: int = 0
@@ -67,6 +67,7 @@ class Preset:
 # both clips (would_crash yes), but Wolfgang's FaceMesh retention after H.264 CRF 28 fell 0.50 -> 0.30 and
 # after x265 at 300 kb/s 0.88 -> 0.64 (the later frames are coded against that first frame), so balanced
 # keeps its codec robustness and does not try; strong, for the most effect, does. light: not measured.
+#
 # balanced's epsilon: at its 36 dB floor the per-pixel bound, not the floor, limited the attack. Raising it
 # from 10/255 to 14/255 kept PSNR and SSIM (24 frames of each sample, one process per clip) and let the
 # change gather where the texture hides it: steps 682 -> 370 on Wolfgang and 180 -> 108 on franck, Wolfgang's
