@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -78,6 +79,28 @@ def test_each_chunk_is_computed_once(franck, monkeypatch, threads):
     for n in (5, 0, 1, 4, 2, 3, 0, 5):
         out.get_frame(n)
     assert calls == [3, 3]
+
+
+def test_the_models_are_made_and_every_chunk_protected_in_one_engine_thread(franck, monkeypatch, threads):
+    """Whichever VapourSynth thread asks: torch's OpenMP teams in several threads slow every op down."""
+    seen = []
+    made, protect = Protector.__init__, Protector.protect
+
+    def making(self, *args, **kwargs):
+        seen.append(threading.get_ident())
+        made(self, *args, **kwargs)
+
+    def protecting(self, *args, **kwargs):
+        seen.append(threading.get_ident())
+        return protect(self, *args, **kwargs)
+
+    monkeypatch.setattr(Protector, "__init__", making)
+    monkeypatch.setattr(Protector, "protect", protecting)
+    vs.core.num_threads = 2
+    out = vs_vdf.protect(franck, **FAST)
+    for n in (5, 0):
+        out.get_frame(n)
+    assert len(seen) == 3 and len(set(seen)) == 1 and threading.get_ident() not in seen
 
 
 def test_progress_is_reported_per_frame_inside_a_chunk(franck):

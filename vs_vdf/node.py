@@ -16,6 +16,8 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,25 @@ def stats_from_props(index: int, props) -> FrameStats:
     return FrameStats(index, bool(props["VdfFace"]), details["steps"], details["inherited"], details["success"],
                       details["measures"], seconds=details["seconds"], change_scale=details["change_scale"],
                       floor_steps=details["floor_steps"], opening=details["opening"])
+
+
+@cache
+def _engine_thread() -> ThreadPoolExecutor:
+    """The one thread that does this process's engine work: the models are made there and every window is
+    protected there, whichever VapourSynth thread asks. OpenMP gives each thread that starts parallel work a
+    team of its own; with more of them than CPUs, libgomp stops spinning between parallel regions and every
+    small op waits for its helpers to wake (measured on 2 cores: 24 franck frames took 1.4x as long, and
+    `vdf protect` twice as long per frame, when a second thread did the work after the main thread had made
+    the models)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vdf-engine")
+
+
+def _make_protector(threads: int | None, **options) -> Protector:
+    if threads is not None:  # before any model is made: some kernels keep the count they were made with
+        import torch
+
+        torch.set_num_threads(threads)
+    return Protector(threads=threads, **options)
 
 
 class _Windows:
@@ -191,16 +212,16 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
     if workers is not None:
         submit, lookahead = workers.submit, workers.size - 1
     else:
+        engine = _engine_thread()
         try:
-            protector = Protector(preset, targets=targets, epsilon=epsilon, device=device, seed=seed, method=method,
-                                  checkpoint=checkpoint, max_steps=max_steps, interrupt=interrupt, threads=threads,
-                                  delivery=delivery)
+            protector = engine.submit(_make_protector, threads, preset=preset, targets=targets, epsilon=epsilon,
+                                      device=device, seed=seed, method=method, checkpoint=checkpoint,
+                                      max_steps=max_steps, interrupt=interrupt, delivery=delivery).result()
         except (ValueError, OSError) as exc:
             raise _error(str(exc)) from exc
 
         def submit(first_frame: int, source: np.ndarray):
-            done = run_window(protector, source, first_frame, seed, similarity, progress)
-            return lambda: done
+            return engine.submit(run_window, protector, source, first_frame, seed, similarity, progress).result
     rgbs, conversion = _to_rgbs(clip)
     count = clip.num_frames
     # window_clips[j][n] is frame (n // chunk) * chunk + j: the window of n and the next ``lookahead`` windows,

@@ -110,12 +110,7 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
     job = _Job(options, encoding, limit, overwrite, announce_cpu=device == "auto" and resolved.type == "cpu")
     with stop_on_signals() as stop:
         job.stop = stop
-        if pool_size is None:
-            if threads:  # here too, before any model is made: some kernels keep the count they were made with
-                import torch
-
-                torch.set_num_threads(threads)
-        else:
+        if pool_size is not None:
             from ..cluster import WorkerPool
 
             threads = threads or 1  # each worker's; recorded in the report's options below
