@@ -122,6 +122,18 @@ def test_a_step_attacks_the_others_in_turn_only_where_the_preset_attacks_all(fra
         assert set(losses) == expected
 
 
+def test_by_default_a_preset_loads_only_what_it_attacks_and_gives_the_same_pixels(frames):
+    """What balanced would only measure (the detectors, the selfie segmenter) is left to `vdf evaluate`."""
+    from vs_vdf.engine.targets import default_targets
+
+    assert Protector("balanced").targets == ("facemesh", "headpose", "faceapi68")
+    assert "mtcnn" not in Protector("light").objectives.models
+    assert Protector("strong").targets == default_targets()
+    lean, _ = Protector(max_steps=3).protect(frames[:2])
+    whole, stats = Protector(max_steps=3, targets=default_targets()).protect(frames[:2])
+    assert torch.equal(lean, whole) and "mtcnn" in stats[0].success
+
+
 def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked():
     done = {"facemesh": True, "headpose": True, "faceapi68": True, "blazeface_short": False}
     short = done | {"faceapi68": False}

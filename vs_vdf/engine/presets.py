@@ -21,6 +21,15 @@ def waited_for(targets: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for name in targets if name in REQUIRED) or tuple(targets)
 
 
+def attacked(targets: tuple[str, ...], preset: "Preset") -> tuple[str, ...]:
+    """Of ``targets``, those ``preset`` spends steps on: what a frame waits for, the others too where it attacks
+    all, and the video's first frame's detector where it has one."""
+    if preset.attack_all:
+        return targets
+    opening = tuple(name for name in opening_wait(targets) if name in targets) if preset.opening_steps else ()
+    return tuple(name for name in targets if name in waited_for(targets) or name in opening)
+
+
 def opening_wait(targets: tuple[str, ...]) -> tuple[str, ...]:
     """What the video's first frame waits for: the detector that decides the ER-NeRF script's stop (the
     user's S3FD where present, else BlazeFace short range, its stand-in in the evaluation)."""

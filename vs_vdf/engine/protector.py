@@ -138,10 +138,11 @@ class Protector:
         # The video's first frame has its own limit, unless the caller set one for every frame.
         self.opening_steps = self.settings.opening_steps if max_steps is None else \
             min(self.settings.opening_steps, max_steps)
-        if targets is None:
+        if targets is None:  # the ensemble, less what the preset would only measure (`vdf evaluate` does that)
             targets = default_targets()
             if checkpoint is not None and "bisenet" not in targets:
                 targets += ("bisenet",)
+            targets = presets.attacked(targets, self.preset)
         held_out = [name for name in targets if name in table.TABLE and not table.TABLE[name].optimisable]
         if held_out:
             raise ValueError(f"{', '.join(held_out)}: a held-out check, measured by `vdf evaluate` and never "
