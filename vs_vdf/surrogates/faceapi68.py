@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tf_padding import pad_same
+from .tf_padding import conv2d_same
 from .tfjs import load_weights
 
 INPUT_SIZE = 112
@@ -35,8 +35,7 @@ class _SeparableConv(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        kernel = tuple(self.depthwise.shape[2:])
-        x = F.conv2d(pad_same(x, kernel, (self.stride,) * 2), self.depthwise, stride=self.stride, groups=x.shape[1])
+        x = conv2d_same(x, self.depthwise, stride=(self.stride,) * 2, groups=x.shape[1])
         return F.conv2d(x, self.pointwise, self.bias)
 
 
@@ -48,8 +47,7 @@ class _PlainConv(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        x = pad_same(x, tuple(self.weight.shape[2:]), (self.stride,) * 2)
-        return F.conv2d(x, self.weight, self.bias, self.stride)
+        return conv2d_same(x, self.weight, self.bias, (self.stride,) * 2)
 
 
 class _DenseBlock(nn.Module):

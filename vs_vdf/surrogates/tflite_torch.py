@@ -22,7 +22,7 @@ from torch import nn
 import tflite
 
 from ..errors import VdfError
-from .tf_padding import pad_same
+from .tf_padding import conv2d_same, pad_same
 
 _OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
 _NUMPY_TYPES = {
@@ -84,9 +84,8 @@ class _Conv(_Op):
 
     def forward(self, x):
         if self.same:
-            x = pad_same(x, tuple(self.weight.shape[2:]), self.stride, self.dilation)
-        y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return self.finish(y)
+            return self.finish(conv2d_same(x, self.weight, self.bias, self.stride, self.dilation, self.groups))
+        return self.finish(F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups))
 
 
 class _TransposeConvBias(_Op):
