@@ -7,8 +7,8 @@ then each face frame optimised on its canvas (starting from its predecessor's pa
 method inherits, or the whole chunk together with ``joint=True``; where the preset says so, the video's
 first frame then goes on until the face detector loses the face), then the chunk delivered (where the
 delivery is known, encoded that way, and frames the encode pushed below the PSNR floor scaled down, or
-optimised again within what it left them where the scaled frame would no longer be disrupted), then one
-batched check of the delivered frames. Frames whose clean version has no detectable face are returned unchanged.
+optimised again within what it left them where the scaled frame would no longer pass), then one batched
+check of the delivered frames. Frames whose clean version has no detectable face are returned unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,13 +50,10 @@ DELIVERY_MSE = 2.0
 # margin and by 0.03 dB with 0.15 dB).
 DELIVERY_MARGIN_DB = 0.3
 DELIVERY_PASSES = 3  # encode, measure and scale down at most this many times per chunk
-# A frame whose encoded error breaks the floor is scaled down to keep it; where it then is no longer disrupted
-# on every check variant (the final check's rule: the thresholds without the loop's margin), it is first
-# optimised again for at most this many steps with the budget the encode measurably left it (the attack
-# re-balanced within it), and only then scaled down. (Optimising again every frame that fell short cost franck
-# two thirds of its steps and changed no frame's final check; optimising again every frame that lost the
-# loop's margin cost Wolfgang 140 of 568 steps, 1.16x its time, for the same disruption after the ER-NeRF
-# replica and FaceMesh after CRF 28 on 42% of frames rather than 40%: 48 frames, one process.)
+# A frame whose encoded error breaks the floor is scaled down to keep it; where it then no longer passes the
+# check, it is first optimised again for at most this many steps with the budget the encode measurably left it
+# (the attack re-balanced within it), and only then scaled down. (Optimising again every frame that fell
+# short cost franck two thirds of its steps and changed no frame's final check.)
 REPAIR_STEPS = 10
 # The video's first frame is done when its detector's best score is below this share of the threshold: the
 # delivery encode and the ER-NeRF replica raised BlazeFace's score on it by 0.08 (franck) and 0.21 (Wolfgang).
@@ -356,14 +353,13 @@ class Protector:
         if self.interrupt is not None and self.interrupt.is_set():
             raise Interrupted("interrupted")
 
-    def _passes(self, protected: torch.Tensor, scene: "_Scene", margin: float | None = None) -> bool:
+    def _passes(self, protected: torch.Tensor, scene: "_Scene") -> bool:
         """The early-stop rule on every check variant: the method's success rule for what the scene's frames
-        wait for (with ``margin`` instead of the preset's where given), or for the video's first frame its
-        detector's best score below OPENING_SCORE_FACTOR of the threshold."""
-        settings = self.settings if margin is None else replace(self.settings, margin=margin)
-        for variant in settings.variants:
+        wait for, or for the video's first frame its detector's best score below OPENING_SCORE_FACTOR of the
+        threshold."""
+        for variant in self.settings.variants:
             if not scene.opening:
-                passed = self.method.passes(self.objectives, variant(protected), scene.ref, settings,
+                passed = self.method.passes(self.objectives, variant(protected), scene.ref, self.settings,
                                             scene.required)
             else:
                 passed = all(bool((value < OPENING_SCORE_FACTOR * self.objectives.models[name].threshold).all())
@@ -399,9 +395,9 @@ class _Repair:
 
     @torch.no_grad()
     def still_passes(self, protector: Protector, delivered: torch.Tensor, j: int) -> bool:
-        """Whether frame ``j``, delivered (C x H x W) with its change scaled down to keep the floor, is still
-        disrupted on every check variant: then optimising it again would buy nothing the final check sees."""
-        return protector._passes(self.scene.canvas.shrink(delivered[None]), self.scene.select(j), margin=1.0)
+        """Whether frame ``j``, delivered (C x H x W) with its change scaled down to keep the floor, still
+        passes the early-stop rule: then optimising it again would buy nothing."""
+        return protector._passes(self.scene.canvas.shrink(delivered[None]), self.scene.select(j))
 
     def optimise(self, protector: Protector, j: int, floor: float, stats: FrameStats) -> torch.Tensor:
         """Frame ``j`` optimised again with the engine floor ``floor`` (dB) kept; returns its new change."""
