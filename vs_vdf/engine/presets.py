@@ -72,10 +72,12 @@ class Preset:
 
 
 # The opening frame, measured at balanced with 200 steps (48 frames of each sample, `vdf protect` then
-# `vdf evaluate`): BlazeFace short range lost the face on it after the delivery and the ER-NeRF replica on
-# both clips (would_crash yes), but Wolfgang's FaceMesh retention after H.264 CRF 28 fell 0.50 -> 0.30 and
-# after x265 at 300 kb/s 0.88 -> 0.64 (the later frames are coded against that first frame), so balanced
-# keeps its codec robustness and does not try; strong, for the most effect, does. light: not measured.
+# `vdf evaluate`, repeatable encoders): BlazeFace short range lost the face on it after the delivery and the
+# ER-NeRF replica on both clips (would_crash yes), but the later frames are coded against that first frame:
+# franck's FaceMesh retention after H.264 CRF 28 fell 0.56 -> 0.40, Wolfgang's after x265 at 300 kb/s
+# 0.62 -> 0.49 and after CRF 23 0.88 -> 0.79, and the 48 frames took 1.6x (franck) and 1.2x (Wolfgang) as
+# long. So balanced keeps its codec robustness and does not try; strong, for the most effect, does.
+# light: not measured.
 #
 # balanced's epsilon: at its 36 dB floor the per-pixel bound, not the floor, limited the attack. Raising it
 # from 10/255 to 14/255 kept PSNR and SSIM (24 frames of each sample, one process per clip) and let the
