@@ -23,7 +23,8 @@ _LIGHT, _BALANCED, _STRONG = PRESETS["light"], PRESETS["balanced"], PRESETS["str
 PRESET_HELP = (  # from the presets themselves, so the help cannot drift from them
     f"light: epsilon {round(_LIGHT.epsilon * 255)}/255, up to {_LIGHT.max_steps} steps a frame, every frame kept at "
     f"PSNR >= {_LIGHT.psnr_floor:g} dB (the least visible; it turns the head pose, rarely moves the landmarks); "
-    f"balanced: {round(_BALANCED.epsilon * 255)}/255, up to {_BALANCED.max_steps} steps, every frame kept at PSNR >= {_BALANCED.psnr_floor:g} dB; strong: "
+    f"balanced: {round(_BALANCED.epsilon * 255)}/255, up to {_BALANCED.max_steps} steps, every frame kept at "
+    f"PSNR >= {_BALANCED.psnr_floor:g} dB; strong: "
     f"{_STRONG.epsilon:g}, up to {_STRONG.max_steps} steps and a harder check, no PSNR floor (the slowest; the "
     "change can be visible).")
 FRAMES_IN_FLIGHT = 4  # decoded, protected frames waiting for the encoder

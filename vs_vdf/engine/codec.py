@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..media.x264 import repeatable_params
+from ..media.x264 import REPEATABLE_PARAMS
 
 
 def to_rgb24(frames: torch.Tensor) -> np.ndarray:
@@ -58,8 +58,8 @@ def _coded(pictures: list, crf: float | None, codec: str, bitrate: int | None, p
         options["crf"] = f"{crf:g}"
     if codec == "libx265":
         options["x265-params"] = "log-level=none:pools=1:frame-threads=1"
-    elif repeatable_params():
-        options["x264-params"] = repeatable_params()
+    elif REPEATABLE_PARAMS:
+        options["x264-params"] = REPEATABLE_PARAMS
     encoder = av.CodecContext.create(codec, "w")
     encoder.width, encoder.height = pictures[0].width, pictures[0].height
     encoder.pix_fmt, encoder.time_base, encoder.framerate = "yuv420p", 1 / fps, fps

@@ -12,7 +12,7 @@ import torch
 
 from ..engine import metrics, targets
 from ..engine.codec import to_rgb24
-from ..media.x264 import repeatable_params
+from ..media.x264 import REPEATABLE_PARAMS
 from ..surrogates import user_files
 from ..surrogates.boxes import first_or_nan
 from ..surrogates.chain import scatter_rows
@@ -35,7 +35,7 @@ def _ffmpeg(*args: str, stdin: bytes | None = None) -> None:
 def _encode(frames: torch.Tensor, fps, video: Path, *options: str) -> None:
     """Pipe the frames (rgb24) into the bundled ffmpeg and write ``video`` as H.264 yuv420p with ``options``."""
     images = to_rgb24(frames)
-    repeatable = ("-x264-params", repeatable_params()) if repeatable_params() else ()
+    repeatable = ("-x264-params", REPEATABLE_PARAMS) if REPEATABLE_PARAMS else ()
     _ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{images.shape[2]}x{images.shape[1]}", "-r", str(fps),
             "-i", "-", *options, "-c:v", "libx264", *repeatable, "-pix_fmt", "yuv420p", str(video),
             stdin=images.tobytes())

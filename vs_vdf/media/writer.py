@@ -19,7 +19,7 @@ import numpy as np
 
 from . import colour
 from .probe import MediaError, VideoInfo
-from .x264 import repeatable_params
+from .x264 import REPEATABLE_PARAMS
 
 CODECS = ("libx264", "libx265")
 # The containers written correctly (timestamps kept exactly, audio and subtitles copied), by file ending.
@@ -67,8 +67,8 @@ class Encoding:
             options["crf"] = f"{self.crf:g}"
         if self.codec == "libx265" and not self.lossless:
             options["x265-params"] = "log-level=none"
-        if self.codec == "libx264" and repeatable_params():
-            options["x264-params"] = repeatable_params()
+        if self.codec == "libx264" and REPEATABLE_PARAMS:
+            options["x264-params"] = REPEATABLE_PARAMS
         return options
 
 

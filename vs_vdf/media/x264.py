@@ -12,10 +12,5 @@ from __future__ import annotations
 
 import platform
 
-X86_64 = ("x86_64", "amd64")
-BASELINE_ASM = "asm=MMX2,SSE,SSE2"
-
-
-def repeatable_params() -> str | None:
-    """The ``x264-params`` value that keeps libx264 off its unrepeatable kernels (None: nothing to add)."""
-    return BASELINE_ASM if platform.machine().lower() in X86_64 else None
+# The ``x264-params`` value that keeps libx264 off its unrepeatable kernels (None: nothing to add).
+REPEATABLE_PARAMS: str | None = "asm=MMX2,SSE,SSE2" if platform.machine().lower() in ("x86_64", "amd64") else None
