@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics
+from vs_vdf.engine.adam import Adam
 from vs_vdf.engine.budget import budget
 from vs_vdf.engine.canvas import Canvas
 from vs_vdf.engine.chunks import summarise
@@ -292,6 +293,24 @@ def test_sampling_is_reproducible_and_covers_the_families():
     assert draws[0] == draws[1]
     generator = torch.Generator().manual_seed(0)
     assert {sample(ROBUSTNESS, generator).kind for _ in range(200)} == {f.kind for f in ROBUSTNESS}
+
+
+def test_the_engine_s_adam_steps_exactly_as_torch_s():
+    torch.manual_seed(3)
+    start = [torch.randn(4, 5), torch.randn(7), torch.randn(2, 2)]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    mine, reference = Adam(ours, lr=0.05), torch.optim.Adam(theirs, lr=0.05)
+    for step in range(6):
+        for optimiser, params in ((mine, ours), (reference, theirs)):
+            optimiser.zero_grad()
+            # the last tensor is left out of every other step: a parameter without a gradient keeps its state
+            used = params if step % 2 else params[:2]
+            sum((p.sin() * (i + 1)).sum() for i, p in enumerate(used)).backward()
+            optimiser.step()
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    assert not torch.equal(ours[0], start[0])
 
 
 def test_quantise_rounds_forward_and_passes_gradient_back():

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import VdfError
 from . import presets
+from .adam import Adam
 from .canvas import SSIM_WINDOW, Canvas
 from .codec import Delivery
 from .methods import METHODS
@@ -265,7 +266,7 @@ class Protector:
         limit = self.max_steps if limit is None else limit
         target = self._engine_floor() if floor is None else floor
         check_every = settings.first_check_every if first else settings.check_every
-        optimiser = torch.optim.Adam(params.parameters(), lr=settings.learning_rate)
+        optimiser = Adam(params.parameters(), lr=settings.learning_rate)
         weights = self.preset.weights
         coverage = scene.canvas.coverage()
         losses: dict[str, float] = {}
@@ -290,7 +291,7 @@ class Protector:
             if settings.psnr_floor is not None:
                 fidelity = fidelity + PSNR_FLOOR_WEIGHT * torch.relu(
                     target + PSNR_FLOOR_MARGIN_DB - self._working_psnr(protected, scene))
-            optimiser.zero_grad(set_to_none=True)
+            optimiser.zero_grad()
             (attack + fidelity).sum().backward()
             optimiser.step()
             losses |= {name: float(value.detach().mean()) for name, value in per_target.items()}
