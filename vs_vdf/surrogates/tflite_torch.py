@@ -147,9 +147,13 @@ class _Binary(_Op):
 class _PRelu(_Op):
     def __init__(self, alpha):
         super().__init__()
-        self.register_buffer("alpha", alpha)
+        # One slope per channel (FaceMesh's) runs as F.prelu, one kernel each way: half the time of a where.
+        per_channel = alpha.ndim == 4 and alpha.numel() == alpha.shape[1]
+        self.register_buffer("alpha", alpha.flatten() if per_channel else alpha)
 
     def forward(self, x):
+        if self.alpha.ndim == 1:
+            return F.prelu(x, self.alpha)
         return torch.where(x >= 0, x, x * self.alpha)
 
 
