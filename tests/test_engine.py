@@ -16,6 +16,7 @@ from vs_vdf.engine.canvas import Canvas
 from vs_vdf.engine.chunks import summarise
 from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24
 from vs_vdf.engine.protector import FrameStats
+from vs_vdf.engine.resampling import axis_matrix
 from vs_vdf.engine.transforms import ROBUSTNESS, Transform, quantise, sample
 
 FAST = dict(targets=("facemesh", "headpose"), max_steps=4)
@@ -311,6 +312,14 @@ def test_the_engine_s_adam_steps_exactly_as_torch_s():
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
     assert not torch.equal(ours[0], start[0])
+
+
+@pytest.mark.parametrize("size, antialias", [((45, 91), False), ((13, 20), True)])
+def test_resampling_as_matrices_is_what_interpolate_does(size, antialias):
+    image = torch.rand(2, 3, 27, 40, dtype=torch.float64)
+    expected = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    rows, columns = axis_matrix(27, size[0], antialias), axis_matrix(40, size[1], antialias)
+    assert torch.allclose(rows @ image @ columns.T, expected, atol=1e-12)
 
 
 def test_quantise_rounds_forward_and_passes_gradient_back():

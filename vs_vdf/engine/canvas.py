@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .budget import head_extent
+from .resampling import axis_matrix
 from .transforms import quantise
 
 # Long side of the largest face box in the working frames, pixels: no attacked model sees a face larger
@@ -148,8 +149,4 @@ class Canvas:
 def _axis_round_trip(size: int, enlarged: int) -> torch.Tensor:
     """The matrix M (size x size) with M @ v = v enlarged to ``enlarged`` samples (bilinear) and shrunk back
     (bilinear, anti-aliased), exactly as ``F.interpolate`` does it along one axis of an image."""
-    # One impulse per image, along H; two columns, since PyTorch resamples one-pixel-wide images differently.
-    impulses = torch.eye(size, dtype=torch.float64)[:, None, :, None].expand(size, 1, size, 2)
-    up = F.interpolate(impulses, size=(enlarged, 2), mode="bilinear", align_corners=False)
-    back = F.interpolate(up, size=(size, 2), mode="bilinear", align_corners=False, antialias=True)
-    return back[:, 0, :, 0].T
+    return axis_matrix(enlarged, size, antialias=True) @ axis_matrix(size, enlarged)
