@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def test_the_vpy_chain_runs_under_vspipe_into_ffmpeg(clips, tmp_path):
 def test_the_psnr_floor_holds_on_the_delivered_file_of_a_close_up(tmp_path):
     """A phone-style close-up (franck's head filling 720x480) protected far past the floor's budget and delivered
     at CRF 23: every frame of the written file keeps balanced's 36 dB against the input, and the end line says
-    the change was scaled down to keep it."""
+    the change was scaled down to keep it (on the frames that optimising again within it did not bring there)."""
     from vs_vdf import samples
     from vs_vdf.engine import metrics
     from vs_vdf.media.frames import read_frames
@@ -157,6 +158,6 @@ def test_the_psnr_floor_holds_on_the_delivered_file_of_a_close_up(tmp_path):
     result = run(str(close_up), "-o", str(output), "--preset", "balanced", "--epsilon", "0.25", "--max-steps", "2",
                  "--targets", "facemesh,headpose", "--crf", "23", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "scaled down on 3 frames to keep the preset's PSNR floor" in result.output
+    assert re.search(r"scaled down on [123] frames? to keep the preset's PSNR floor", result.output), result.output
     quality = metrics.psnr(read_frames(output, 3), read_frames(close_up, 3))
     assert bool((quality >= 36).all()) and float(quality.min()) < 37, quality
