@@ -55,7 +55,8 @@ class DualDomain(nn.Module):
         (7.2 against 2.8 ms a step on a 360 x 539 canvas)."""
         logits = 0
         for mask in self.masks:
-            rows, columns = (axis_matrix(mask.shape[2 + axis], size[axis]).to(mask) for axis in (0, 1))
+            rows, columns = (axis_matrix(mask.shape[2 + axis], size[axis], dtype=mask.dtype, device=mask.device)
+                             for axis in (0, 1))
             logits = logits + rows @ mask @ columns.T
         return torch.sigmoid(logits)
 
