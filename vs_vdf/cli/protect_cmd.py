@@ -216,17 +216,22 @@ def _summary_line(summary: dict) -> str:
     faces, counts = summary["frames_with_face"], summary["disrupted_count"]
     parts = [f"{name} on {count}/{faces}" for name, count in counts.items()]
     found = f"disrupted {', '.join(parts)} face frames" if parts else "nothing to disrupt"
-    line = f"engine check: {found}; {summary['frames'] - faces} frames without a face"
+    line = f"engine check: {found}; {_frames(summary['frames'] - faces)} without a face"
     if summary["opening_frame"] is not None:
         line += (f"; the opening frame waited for {summary['opening_frame']['detector']} to lose the face: "
                  f"{'lost' if summary['opening_frame']['face_lost'] else 'still found'}")
     if summary["optimised_again_for_psnr_floor"]:
-        line += (f"; {summary['optimised_again_for_psnr_floor']} frames were optimised again within what the "
+        again = summary["optimised_again_for_psnr_floor"]
+        line += (f"; {_frames(again)} {'was' if again == 1 else 'were'} optimised again within what the "
                  "delivery encode left of the preset's PSNR floor")
     if summary["scaled_for_psnr_floor"]:
-        line += (f"; the change was scaled down on {summary['scaled_for_psnr_floor']} frames to keep the preset's "
+        line += (f"; the change was scaled down on {_frames(summary['scaled_for_psnr_floor'])} to keep the preset's "
                  f"PSNR floor (least scale {summary['least_change_scale']:.2f})")
     return line
+
+
+def _frames(count: int) -> str:
+    return f"{count} frame" if count == 1 else f"{count} frames"
 
 
 def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[list, dict]:
