@@ -88,6 +88,26 @@ def test_a_frame_waits_for_face_api_68_and_not_for_a_detector(frames):
     assert Protector().required[:3] == ("facemesh", "headpose", "faceapi68")
 
 
+def test_the_engine_crops_facemesh_where_the_attackers_detection_does(frames):
+    """The attackers' chain crops FaceMesh from its own detection on the frames it is given. With a clean
+    crop that is off the face, the reference measure sees moved landmarks; the engine's objectives count the
+    less disrupted of that and the frame's own detection (found again on the face), and attack the latter."""
+    from dataclasses import replace
+
+    from vs_vdf.engine.objectives import Objectives
+
+    one = frames[:1]
+    engine, same_region = (Objectives(("facemesh", "headpose"), detected_crops=detected) for detected in (True, False))
+    ref = engine.reference(one)
+    off = replace(ref, rois=ref.rois + ref.rois.new_tensor([0.25, 0.25, 0, 0, 0]) * ref.rois[:, 2:3])
+    assert torch.allclose(engine.crops(one, off), ref.rois)
+    moved = same_region.measures(one, off, ("facemesh",))["facemesh"]
+    found = engine.measures(one, off, ("facemesh",))["facemesh"]
+    assert float(found) < 0.01 < float(moved)
+    assert float(engine.losses(one, off, ("facemesh",))["facemesh"]) > \
+        float(same_region.losses(one, off, ("facemesh",))["facemesh"])
+
+
 def test_the_video_s_first_frame_waits_for_the_detector_to_lose_the_face(frames):
     """Every encode codes a video's first frame on its own, so there the change can take the face away from
     the detector that stops the ER-NeRF script: that frame goes on from its landmarks' solution until the

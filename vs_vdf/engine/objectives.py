@@ -87,7 +87,11 @@ class Objectives:
     """The loaded target models, their losses and their measures."""
 
     def __init__(self, targets: tuple[str, ...] = DEFAULT_TARGETS, device: str | torch.device = "cpu",
-                 checkpoint: Path | str | None = None):
+                 checkpoint: Path | str | None = None, detected_crops: bool = False):
+        # Where FaceMesh crops from: the clean frame's detection (False: landmark error on the same region
+        # even where the detector no longer finds the face), or also the frames' own detection, as the
+        # attackers' chains crop (True: losses crop there, measures count the less disrupted of the two).
+        self.detected_crops = detected_crops
         targets = table.parse(tuple(targets))
         if not targets:
             raise ValueError("at least one target is needed")
@@ -152,9 +156,11 @@ class Objectives:
         for name in ("blazeface_short", "blazeface_full"):
             if name in names:
                 out[name] = _hinge(models[name].raw(frames)[1], models[name].threshold)
+        meshed = [name for name in MESHES if name in names or (name == "facemesh" and "headpose" in names)]
+        rois = self.crops(frames, ref) if meshed and self.detected_crops else ref.rois
         for name in MESHES:
-            if name in names or (name == "facemesh" and "headpose" in names):
-                landmarks, presence = models[name](frames, ref.rois, index)
+            if name in meshed:
+                landmarks, presence = models[name](frames, rois, index)
             if name in names:
                 shift = metrics.nme(landmarks, ref.landmarks[name], metrics.FACEMESH_EYES)
                 out[name] = _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED) + 0.1 * F.softplus(presence)
@@ -190,6 +196,14 @@ class Objectives:
                     frames.shape[0]).nan_to_num()
         return out
 
+    @torch.no_grad()
+    def crops(self, frames: torch.Tensor, ref: Reference) -> torch.Tensor:
+        """The FaceMesh crops (T x 5) the attackers' chain takes from these frames: from the face BlazeFace
+        finds in them, the clean frame's where it finds none (a tracker keeps its last crop)."""
+        found = acquire(self.models, frames.detach(), meshes=(), pose=False)
+        lost = found.rois.isnan().any(-1, keepdim=True)
+        return torch.where(lost, ref.rois, found.rois)
+
     def parser_loss(self, frames: torch.Tensor, ref: Reference) -> torch.Tensor:
         """The reference objective: mean over the clean face pixels of log(1 - P(background) + 1e-4)."""
         background = self.models["bisenet"](frames)[:, 0]
@@ -222,14 +236,21 @@ class Objectives:
         for name in MESHES + IBUG68 + ("headpose",):
             if name in names and rows.numel() == 0:
                 out[name] = frames.new_full((count,), float("nan"))
-        for name in MESHES if rows.numel() else ():
-            if name in names or (name == "facemesh" and "headpose" in names):
-                landmarks, _ = models[name](frames, ref.rois[rows], rows)
+        meshed = [name for name in MESHES if name in names or (name == "facemesh" and "headpose" in names)]
+        regions = [ref.rois[rows]]
+        if meshed and rows.numel() and self.detected_crops:
+            regions.append(self.crops(frames, ref)[rows])
+        for name in meshed if rows.numel() else ():
+            # every crop in one batch; per frame, the least disrupted of them counts
+            landmarks, _ = models[name](frames, torch.cat(regions), rows.repeat(len(regions)))
             if name in names:
-                out[name] = scatter_rows(metrics.nme(landmarks, ref.landmarks[name][rows], metrics.FACEMESH_EYES), rows, count)
+                shift = metrics.nme(landmarks, ref.landmarks[name][rows].repeat(len(regions), 1, 1),
+                                    metrics.FACEMESH_EYES)
+                out[name] = scatter_rows(shift.view(len(regions), -1).amin(0), rows, count)
             if name == "facemesh" and "headpose" in names:
-                error = metrics.pose_error_degrees(models["headpose"](landmarks)["rotation"], ref.rotation[rows])
-                out["headpose"] = scatter_rows(error, rows, count)
+                error = metrics.pose_error_degrees(models["headpose"](landmarks)["rotation"],
+                                                   ref.rotation[rows].repeat(len(regions), 1, 1))
+                out["headpose"] = scatter_rows(error.view(len(regions), -1).amin(0), rows, count)
         for name in IBUG68 if rows.numel() else ():
             if name in names:
                 shift = metrics.nme(models[name](frames, ref.boxes[rows], rows), ref.landmarks[name][rows], metrics.IBUG_EYES)

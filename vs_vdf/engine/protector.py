@@ -152,7 +152,7 @@ class Protector:
         if held_out:
             raise ValueError(f"{', '.join(held_out)}: a held-out check, measured by `vdf evaluate` and never "
                              "optimised against")
-        self.objectives = Objectives(tuple(targets), self.device, checkpoint)
+        self.objectives = Objectives(tuple(targets), self.device, checkpoint, detected_crops=True)
         self.targets = self.objectives.targets
         self.required = presets.waited_for(self.targets)
 
