@@ -90,7 +90,7 @@ class Objectives:
                  checkpoint: Path | str | None = None, detected_crops: bool = False):
         # Where FaceMesh crops from: the clean frame's detection (False: landmark error on the same region
         # even where the detector no longer finds the face), or also the frames' own detection, as the
-        # attackers' chains crop (True: losses crop there, measures count the less disrupted of the two).
+        # attackers' chains crop (True: losses average the two crops', measures count the less disrupted).
         self.detected_crops = detected_crops
         targets = table.parse(tuple(targets))
         if not targets:
@@ -157,15 +157,17 @@ class Objectives:
             if name in names:
                 out[name] = _hinge(models[name].raw(frames)[1], models[name].threshold)
         meshed = [name for name in MESHES if name in names or (name == "facemesh" and "headpose" in names)]
-        rois = self.crops(frames, ref) if meshed and self.detected_crops else ref.rois
-        for name in MESHES:
-            if name in meshed:
-                landmarks, presence = models[name](frames, rois, index)
+        regions = self._mesh_regions(frames, ref, index) if meshed else []
+        for name in meshed:
+            # each crop's loss, averaged per frame: capped, so the one already disrupted stops pulling
+            landmarks, presence = models[name](frames, torch.cat(regions), index.repeat(len(regions)))
             if name in names:
-                shift = metrics.nme(landmarks, ref.landmarks[name], metrics.FACEMESH_EYES)
-                out[name] = _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED) + 0.1 * F.softplus(presence)
+                shift = metrics.nme(landmarks, ref.landmarks[name].repeat(len(regions), 1, 1), metrics.FACEMESH_EYES)
+                per_crop = _capped(shift, LANDMARK_CAP, metrics.NME_DISRUPTED) + 0.1 * F.softplus(presence)
+                out[name] = per_crop.view(len(regions), -1).mean(0)
             if name == "facemesh" and "headpose" in names:
-                out["headpose"] = _pose_loss(models["headpose"](landmarks)["rotation"], ref.rotation)
+                out["headpose"] = _pose_loss(models["headpose"](landmarks)["rotation"],
+                                             ref.rotation.repeat(len(regions), 1, 1)).view(len(regions), -1).mean(0)
         for name in IBUG68:
             if name in names:
                 shift = metrics.nme(models[name](frames, ref.boxes, index), ref.landmarks[name], metrics.IBUG_EYES)
@@ -195,6 +197,14 @@ class Objectives:
                     _pose_loss(models["pose68"](points)["rotation"], ref.fan_rotation[rows]), rows,
                     frames.shape[0]).nan_to_num()
         return out
+
+    def _mesh_regions(self, frames: torch.Tensor, ref: Reference, rows: torch.Tensor) -> list[torch.Tensor]:
+        """The FaceMesh crops of frames ``rows`` that count: the clean frame's, and with ``detected_crops``
+        the one the frames' own detection gives."""
+        regions = [ref.rois[rows]]
+        if self.detected_crops:
+            regions.append(self.crops(frames, ref)[rows])
+        return regions
 
     @torch.no_grad()
     def crops(self, frames: torch.Tensor, ref: Reference) -> torch.Tensor:
@@ -237,9 +247,7 @@ class Objectives:
             if name in names and rows.numel() == 0:
                 out[name] = frames.new_full((count,), float("nan"))
         meshed = [name for name in MESHES if name in names or (name == "facemesh" and "headpose" in names)]
-        regions = [ref.rois[rows]]
-        if meshed and rows.numel() and self.detected_crops:
-            regions.append(self.crops(frames, ref)[rows])
+        regions = self._mesh_regions(frames, ref, rows) if meshed and rows.numel() else []
         for name in meshed if rows.numel() else ():
             # every crop in one batch; per frame, the least disrupted of them counts
             landmarks, _ = models[name](frames, torch.cat(regions), rows.repeat(len(regions)))
