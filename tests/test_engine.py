@@ -91,7 +91,7 @@ def test_a_frame_waits_for_face_api_68_and_not_for_a_detector(frames):
 def test_the_engine_crops_facemesh_where_the_attackers_detection_does(frames):
     """The attackers' chain crops FaceMesh from its own detection on the frames it is given. With a clean
     crop that is off the face, the reference measure sees moved landmarks; the engine's objectives count the
-    less disrupted of that and the frame's own detection (found again on the face), and attack the latter."""
+    less disrupted of that and the frame's own detection (found again on the face), and attack both."""
     from dataclasses import replace
 
     from vs_vdf.engine.objectives import Objectives

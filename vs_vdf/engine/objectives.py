@@ -71,6 +71,11 @@ def _hinge(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return F.softplus(top - (_logit(logits.new_tensor(threshold)) - DETECTION_MARGIN)).mean(1)
 
 
+def _meshes_run(names: tuple[str, ...]) -> list[str]:
+    """The FaceMesh models that ``names`` need run: those named, and FaceMesh for the head pose."""
+    return [name for name in MESHES if name in names or (name == "facemesh" and "headpose" in names)]
+
+
 def _capped(value: torch.Tensor, cap: float, unit: float) -> torch.Tensor:
     return -value.clamp(max=cap) / unit
 
@@ -156,7 +161,7 @@ class Objectives:
         for name in ("blazeface_short", "blazeface_full"):
             if name in names:
                 out[name] = _hinge(models[name].raw(frames)[1], models[name].threshold)
-        meshed = [name for name in MESHES if name in names or (name == "facemesh" and "headpose" in names)]
+        meshed = _meshes_run(names)
         regions = self._mesh_regions(frames, ref, index) if meshed else []
         for name in meshed:
             # each crop's loss, averaged per frame: capped, so the one already disrupted stops pulling
@@ -246,7 +251,7 @@ class Objectives:
         for name in MESHES + IBUG68 + ("headpose",):
             if name in names and rows.numel() == 0:
                 out[name] = frames.new_full((count,), float("nan"))
-        meshed = [name for name in MESHES if name in names or (name == "facemesh" and "headpose" in names)]
+        meshed = _meshes_run(names)
         regions = self._mesh_regions(frames, ref, rows) if meshed and rows.numel() else []
         for name in meshed if rows.numel() else ():
             # every crop in one batch; per frame, the least disrupted of them counts
