@@ -88,7 +88,7 @@ def test_a_frame_waits_for_face_api_68_and_not_for_a_detector(frames):
     assert Protector().required[:3] == ("facemesh", "headpose", "faceapi68")
 
 
-def test_the_engine_crops_facemesh_where_the_attackers_detection_does(frames):
+def test_the_engine_crops_facemesh_where_the_attackers_detection_does(protector, frames):
     """The attackers' chain crops FaceMesh from its own detection on the frames it is given. With a clean
     crop that is off the face, the reference measure sees moved landmarks; the engine's objectives count the
     less disrupted of that and the frame's own detection (found again on the face), and attack both."""
@@ -96,6 +96,7 @@ def test_the_engine_crops_facemesh_where_the_attackers_detection_does(frames):
 
     from vs_vdf.engine.objectives import Objectives
 
+    assert protector.objectives.detected_crops
     one = frames[:1]
     engine, same_region = (Objectives(("facemesh", "headpose"), detected_crops=detected) for detected in (True, False))
     ref = engine.reference(one)
