@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 
@@ -81,33 +82,47 @@ def test_each_chunk_is_computed_once(franck, monkeypatch, threads):
     assert calls == [3, 3]
 
 
-def test_the_models_are_made_and_every_chunk_protected_in_one_engine_thread(franck, monkeypatch, threads):
-    """Whichever VapourSynth thread asks: torch's OpenMP teams in several threads slow every op down."""
-    seen = []
-    made, protect = Protector.__init__, Protector.protect
+def test_windows_are_protected_side_by_side_on_engine_threads_each_with_its_own_models(franck, monkeypatch,
+                                                                                        threads):
+    """Never in a VapourSynth thread (torch's OpenMP teams in many threads slow every op down): on the engine
+    threads, as many as the cores allow one torch thread each, each protecting with the models it made."""
+    made, protected = {}, []
+    init, protect = Protector.__init__, Protector.protect
 
     def making(self, *args, **kwargs):
-        seen.append(threading.get_ident())
-        made(self, *args, **kwargs)
+        made[id(self)] = threading.get_ident()
+        init(self, *args, **kwargs)
 
     def protecting(self, *args, **kwargs):
-        seen.append(threading.get_ident())
+        protected.append((threading.get_ident(), made[id(self)]))
         return protect(self, *args, **kwargs)
 
     monkeypatch.setattr(Protector, "__init__", making)
     monkeypatch.setattr(Protector, "protect", protecting)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     vs.core.num_threads = 2
     out = vs_vdf.protect(franck, **FAST)
     for n in (5, 0):
         out.get_frame(n)
-    assert len(seen) == 3 and len(set(seen)) == 1 and threading.get_ident() not in seen
+    assert vs_vdf.node.engines("cpu", None) == (2, 1)
+    assert len(protected) == 2 and all(thread == maker for thread, maker in protected)
+    assert threading.get_ident() not in made.values() and len(set(made.values())) == len(made) <= 2
+
+
+def test_two_windows_side_by_side_give_the_bytes_of_one_at_a_time(franck, sequential, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert vs_vdf.node.engines("cpu", None) == (1, 1)
+    alone = read(vs_vdf.protect(franck, **FAST), range(franck.num_frames))
+    for n, frame in alone.items():
+        assert all(np.array_equal(a, b) for a, b in zip(frame, sequential[n])), f"frame {n} differs"
 
 
 def test_progress_is_reported_per_frame_inside_a_chunk(franck):
     done = []
     out = vs_vdf.protect(franck, **FAST, progress=done.append)
     out.get_frame(0)
-    assert done == [1, 1, 1]  # the first chunk's three frames, one by one
+    out.get_frame(5)
+    assert done == [1] * 6  # each chunk's three frames, one by one
 
 
 def test_rgb_input_comes_back_as_rgb(franck):

@@ -13,6 +13,7 @@ version has no face are returned untouched (not even converted), as the input fr
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
-from .engine import FrameStats, Protector
+from .engine import FrameStats, Protector, resolve_device
 from .engine.chunks import DEFAULT_CHUNK, SCENE_SIMILARITY, run_window
 from .engine.targets import parse as parse_targets
 from .media import colour
@@ -104,15 +105,28 @@ def stats_from_props(index: int, props) -> FrameStats:
                       floor_steps=details["floor_steps"], opening=details["opening"])
 
 
+def engines(device: str, threads: int | None) -> tuple[int, int | None]:
+    """How many windows this process protects at once, and torch's CPU threads for each. On the CPU, one
+    thread per window and as many windows as cores (``threads`` per window: cores // threads windows): the
+    small ops of a step gained only 1.16-1.2x from a second thread (2 cores, franck and Wolfgang), while
+    two windows at once do twice the work. On a GPU, one window at a time with torch's default."""
+    if resolve_device(device).type != "cpu":
+        return 1, threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_window = threads or 1
+    return max(1, cores // per_window), per_window
+
+
 @cache
-def _engine_thread() -> ThreadPoolExecutor:
-    """The one thread that does this process's engine work: the models are made there and every window is
+def _engine_threads(count: int) -> ThreadPoolExecutor:
+    """The threads that do this process's engine work: the models are made there and every window is
     protected there, whichever VapourSynth thread asks. OpenMP gives each thread that starts parallel work a
     team of its own; with more of them than CPUs, libgomp stops spinning between parallel regions and every
     small op waits for its helpers to wake (measured on 2 cores: 24 franck frames took 1.4x as long, and
     `vdf protect` twice as long per frame, when a second thread did the work after the main thread had made
-    the models)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vdf-engine")
+    the models). So the engine threads are made once per process, and their torch threads times their
+    number stay within the cores (``engines``)."""
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="vdf-engine")
 
 
 def _make_protector(threads: int | None, **options) -> Protector:
@@ -121,6 +135,37 @@ def _make_protector(threads: int | None, **options) -> Protector:
 
         torch.set_num_threads(threads)
     return Protector(threads=threads, **options)
+
+
+class _Engines:
+    """``submit(first_frame, source)`` for the node, on this process's engine threads: each makes a
+    ``Protector`` of its own with the node's options the first time it takes a window."""
+
+    def __init__(self, count: int, threads: int | None, options: dict, seed: int, similarity: float,
+                 progress: Callable[[int], None] | None):
+        self.size, self.threads, self.options = count, threads, options
+        self.seed, self.similarity, self.progress = seed, similarity, progress
+        self.executor = _engine_threads(count)
+        self.protectors: dict[int, Protector] = {}  # engine thread -> its Protector
+        self.guard = threading.Lock()
+        self.executor.submit(self._protector).result()  # bad options fail here, when the node is made
+
+    def _protector(self) -> Protector:
+        thread = threading.get_ident()
+        with self.guard:
+            made = self.protectors.get(thread)
+        if made is None:
+            made = _make_protector(self.threads, **self.options)
+            with self.guard:
+                self.protectors[thread] = made
+        return made
+
+    def submit(self, first_frame: int, source: np.ndarray):
+        """Queue a window; returns a function that waits for its ``WindowResult``."""
+        return self.executor.submit(self._run, first_frame, source).result
+
+    def _run(self, first_frame: int, source: np.ndarray):
+        return run_window(self._protector(), source, first_frame, self.seed, self.similarity, self.progress)
 
 
 class _Windows:
@@ -192,7 +237,8 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
     check), ``VdfSeconds`` (the frame's share of its window's compute time), ``VdfWorker`` (host:pid that
     computed it) and ``VdfStats`` (JSON with the per-target details). ``interrupt``, an event set from another thread, stops the work within one
     optimisation step (the frames being computed then raise ``vs.Error``). ``threads`` fixes torch's CPU
-    threads per window (output is identical for equal ``threads``; None: torch's default). ``workers``, a
+    threads per window, and so how many windows are protected at once (``engines``; output is identical for
+    equal ``threads``; None: one per window on the CPU, torch's default on a GPU). ``workers``, a
     ``vs_vdf.cluster.WorkerPool`` made with the same options, computes the windows instead of this process.
     ``progress(n)`` is called from the engine as each frame is protected in this process (not with ``workers``).
     ``delivery`` (codec, crf or bitrate, preset of the encode that follows, as ``vs_vdf.engine.codec.Delivery``
@@ -208,20 +254,16 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         targets = parse_targets(targets)
     except ValueError as exc:
         raise _error(str(exc)) from exc
-    lookahead = 0
-    if workers is not None:
-        submit, lookahead = workers.submit, workers.size - 1
-    else:
-        engine = _engine_thread()
+    if workers is None:
         try:
-            protector = engine.submit(_make_protector, threads, preset=preset, targets=targets, epsilon=epsilon,
-                                      device=device, seed=seed, method=method, checkpoint=checkpoint,
-                                      max_steps=max_steps, interrupt=interrupt, delivery=delivery).result()
+            count, threads = engines(device, threads)
+            workers = _Engines(count, threads, dict(preset=preset, targets=targets, epsilon=epsilon, device=device,
+                                                    seed=seed, method=method, checkpoint=checkpoint,
+                                                    max_steps=max_steps, interrupt=interrupt, delivery=delivery),
+                               seed, similarity, progress)
         except (ValueError, OSError) as exc:
             raise _error(str(exc)) from exc
-
-        def submit(first_frame: int, source: np.ndarray):
-            return engine.submit(run_window, protector, source, first_frame, seed, similarity, progress).result
+    submit, lookahead = workers.submit, workers.size - 1
     rgbs, conversion = _to_rgbs(clip)
     count = clip.num_frames
     # window_clips[j][n] is frame (n // chunk) * chunk + j: the window of n and the next ``lookahead`` windows,

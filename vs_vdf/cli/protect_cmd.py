@@ -77,8 +77,8 @@ def _bitrate(value: str | None) -> int | None:
 @click.option("--workers", type=click.IntRange(min=1), help="Protect the chunks on N Ray workers (a local Ray instance "
                                                           "is started for the run unless --ray-address is given).")
 @click.option("--ray-address", help="Join an existing Ray cluster (for example ray://head:10001 or auto).")
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per chunk on the CPU (default: all "
-              "cores in one process, 1 per Ray worker). Output is identical for equal --threads.")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per chunk on the CPU (default 1); this "
+              "process protects cores / THREADS chunks at once. Output is identical for equal --threads.")
 def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device: str, method: str,
                     targets: str | None, epsilon: float | None, seed: int, chunk: int, max_steps: int | None,
                     checkpoint: Path | None, codec: str, crf: float, bitrate: str | None, lossless: bool,
@@ -94,6 +94,7 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
     from ..engine.protector import resolve_device
     from ..engine.targets import parse as parse_targets
     from ..media.writer import Encoding
+    from ..node import engines
 
     encoding = Encoding(codec, crf, _bitrate(bitrate), lossless, bit_depth=int(bit_depth))
     resolved = resolve_device(device)
@@ -118,7 +119,7 @@ def protect_command(sources: tuple[Path, ...], output: Path, preset: str, device
             click.echo(f"starting {pool_size} Ray worker(s){f' on {ray_address}' if ray_address else ''}", err=True)
             job.pool = WorkerPool(pool_size, {k: v for k, v in options.items() if k != "chunk"} |
                                   {"similarity": SCENE_SIMILARITY}, address=ray_address, threads=threads)
-        job.options["threads"] = threads
+        job.options["threads"] = threads if job.pool is not None else engines(device, threads)[1]
         try:
             if batch:
                 _protect_many(job, sources, output)
@@ -242,12 +243,12 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
 
     from ..media.source import open_clip
     from ..media.writer import VideoWriter, atomic_output, plan_output
-    from ..node import protect, stats_from_props
+    from ..node import engines, protect, stats_from_props
 
     clip = open_clip(info)
     chunk = job.options["chunk"]
-    # Windows held at once: one here, or one per worker plus the one being encoded.
-    windows = 1 if job.pool is None else job.pool.size + 1
+    # Windows held at once: one per engine thread here or per worker, plus the one being encoded.
+    windows = (engines(job.options["device"], job.options["threads"])[0] if job.pool is None else job.pool.size) + 1
     # Bounded memory whatever the length: room for those windows of float RGB frames, not the core's 4 GB default.
     frame_mb = clip.width * clip.height * 3 * 4 / 2 ** 20
     vs.core.max_cache_size = int(64 + (windows + 1) * chunk * frame_mb)
@@ -293,7 +294,8 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
                     protecting += float(props["VdfSeconds"])
                     per_worker[props["VdfWorker"]] = per_worker.get(props["VdfWorker"], 0.0) + props["VdfSeconds"]
                     if job.announce_cpu and not stats:
-                        bar.write(f"no CUDA GPU found: running on the CPU, about {props['VdfSeconds']:.1f} s per "
+                        per_frame = props["VdfSeconds"] / (windows - 1)  # windows are protected side by side
+                        bar.write(f"no CUDA GPU found: running on the CPU, about {per_frame:.1f} s per "
                                   f"frame at {clip.width}x{clip.height} (measured on the first chunk)", file=sys.stderr)
                     stats.append(stats_from_props(len(stats), props))
                     if engine_progress is None:

@@ -44,6 +44,8 @@ class DualDomain(nn.Module):
             "amplitude": nn.Parameter(torch.zeros(1, 1, *spectrum)),
             "phase": nn.Parameter(torch.zeros(1, 1, *spectrum)),
         }) if joint else None
+        self._clean: torch.Tensor | None = None
+        self._clean_spectrum: torch.Tensor | None = None
 
     def _frequency(self, name: str) -> torch.Tensor:
         own = getattr(self, name)
@@ -62,11 +64,18 @@ class DualDomain(nn.Module):
 
     def forward(self, clean: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         size = clean.shape[-2:]
-        spectrum = torch.fft.rfft2(clean)
-        edited = torch.polar(spectrum.abs() * (1 + torch.tanh(self._frequency("amplitude"))),
-                             spectrum.angle() + math.pi * torch.tanh(self._frequency("phase")))
-        difference = torch.fft.irfft2(edited, s=size) - clean
+        # Scaling the amplitude and turning the phase is one complex factor per frequency, shared by the
+        # channels: the clean spectrum times it, without taking each channel's spectrum apart.
+        edit = torch.polar(1 + torch.tanh(self._frequency("amplitude")),
+                           math.pi * torch.tanh(self._frequency("phase")))
+        difference = torch.fft.irfft2(self._spectrum(clean) * edit, s=size) - clean
         return self.epsilon * budget * self.attention(size) * torch.tanh(difference / self.epsilon)
+
+    def _spectrum(self, clean: torch.Tensor) -> torch.Tensor:
+        """The clean frames' spectrum, kept while the same frames come back (every step on one frame)."""
+        if self._clean is not clean:
+            self._clean, self._clean_spectrum = clean, torch.fft.rfft2(clean)
+        return self._clean_spectrum
 
     @torch.no_grad()
     def inherit(self, previous: "DualDomain", factor: float) -> None:
