@@ -105,6 +105,7 @@ def test_windows_are_protected_side_by_side_on_engine_threads_each_with_its_own_
     for n in (5, 0):
         out.get_frame(n)
     assert vs_vdf.node.engines("cpu", None) == (2, 1)
+    assert vs_vdf.node.engines("cpu", 2) == (1, 2) and vs_vdf.node.engines("cpu", 3) == (1, 3)
     assert len(protected) == 2 and all(thread == maker for thread, maker in protected)
     assert threading.get_ident() not in made.values() and len(set(made.values())) == len(made) <= 2
 
