@@ -106,6 +106,8 @@ def test_windows_are_protected_side_by_side_on_engine_threads_each_with_its_own_
         out.get_frame(n)
     assert vs_vdf.node.engines("cpu", None) == (2, 1)
     assert vs_vdf.node.engines("cpu", 2) == (1, 2) and vs_vdf.node.engines("cpu", 3) == (1, 3)
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert vs_vdf.node.engines("cpu", None, window_bytes=int(memory * 0.1)) == (1, 1)  # two would not fit
     assert len(protected) == 2 and all(thread == maker for thread, maker in protected)
     assert threading.get_ident() not in made.values() and len(set(made.values())) == len(made) <= 2
 

@@ -105,18 +105,32 @@ def stats_from_props(index: int, props) -> FrameStats:
                       floor_steps=details["floor_steps"], opening=details["opening"])
 
 
-def engines(device: str, threads: int | None) -> tuple[int, int | None]:
+MEMORY_SHARE = 0.25  # of the machine's memory, the most the windows protected at once may hold
+
+
+def engines(device: str, threads: int | None, window_bytes: int = 0) -> tuple[int, int | None]:
     """How many windows this process protects at once, and torch's CPU threads for each. On the CPU, one
     thread per window and as many windows as cores (``threads`` per window: cores // threads windows): the
     small ops of a step gained only 1.16-1.2x from a second thread (2 cores, franck and Wolfgang), while two
     one-thread windows side by side protected 48 frames 1.3-1.5x (franck) and 1.1-1.4x (Wolfgang, whose
     first window, with the opening frame, is the longer) faster than one window on both cores. On a GPU,
-    one window at a time with torch's default."""
+    one window at a time with torch's default. Each window held (``window_bytes``, its float RGB frames, held
+    as source and as result) counts against MEMORY_SHARE of the machine's memory, so a many-core machine
+    with large frames runs fewer at once (a 24-frame 1080p window is 0.6 GB)."""
     if resolve_device(device).type != "cpu":
         return 1, threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_window = threads or 1
-    return max(1, cores // per_window), per_window
+    count = max(1, cores // per_window)
+    if window_bytes:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        count = max(1, min(count, int(MEMORY_SHARE * memory // (2 * window_bytes))))
+    return count, per_window
+
+
+def window_bytes(clip: vs.VideoNode, chunk: int) -> int:
+    """What one window of ``clip`` holds as the engine's float RGB frames."""
+    return chunk * clip.width * clip.height * 3 * 4
 
 
 @cache
@@ -258,7 +272,7 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         raise _error(str(exc)) from exc
     if workers is None:
         try:
-            count, threads = engines(device, threads)
+            count, threads = engines(device, threads, window_bytes(clip, chunk))
             workers = _Engines(count, threads, dict(preset=preset, targets=targets, epsilon=epsilon, device=device,
                                                     seed=seed, method=method, checkpoint=checkpoint,
                                                     max_steps=max_steps, interrupt=interrupt, delivery=delivery),

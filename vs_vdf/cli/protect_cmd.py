@@ -243,15 +243,16 @@ def _run(info, output: Path, container: str, job: _Job, label: str) -> tuple[lis
 
     from ..media.source import open_clip
     from ..media.writer import VideoWriter, atomic_output, plan_output
-    from ..node import engines, protect, stats_from_props
+    from ..node import engines, protect, stats_from_props, window_bytes
 
     clip = open_clip(info)
     chunk = job.options["chunk"]
     # Windows held at once: one per engine thread here or per worker, plus the one being encoded.
-    windows = (engines(job.options["device"], job.options["threads"])[0] if job.pool is None else job.pool.size) + 1
+    window = window_bytes(clip, chunk)
+    windows = (engines(job.options["device"], job.options["threads"], window)[0] if job.pool is None
+               else job.pool.size) + 1
     # Bounded memory whatever the length: room for those windows of float RGB frames, not the core's 4 GB default.
-    frame_mb = clip.width * clip.height * 3 * 4 / 2 ** 20
-    vs.core.max_cache_size = int(64 + (windows + 1) * chunk * frame_mb)
+    vs.core.max_cache_size = int(64 + (windows + 1) * window / 2 ** 20)
     if clip.num_frames != info.frame_count:
         raise click.ClickException(f"{info.path}: {clip.num_frames} frames decoded but {info.frame_count} shown by "
                                    "the stream; the input looks damaged")
