@@ -162,19 +162,13 @@ class _Engines:
         self.size, self.threads, self.options = count, threads, options
         self.seed, self.similarity, self.progress = seed, similarity, progress
         self.executor = _engine_threads(count)
-        self.protectors: dict[int, Protector] = {}  # engine thread -> its Protector
-        self.guard = threading.Lock()
+        self.local = threading.local()  # each engine thread's Protector
         self.executor.submit(self._protector).result()  # bad options fail here, when the node is made
 
     def _protector(self) -> Protector:
-        thread = threading.get_ident()
-        with self.guard:
-            made = self.protectors.get(thread)
-        if made is None:
-            made = _make_protector(self.threads, **self.options)
-            with self.guard:
-                self.protectors[thread] = made
-        return made
+        if not hasattr(self.local, "protector"):
+            self.local.protector = _make_protector(self.threads, **self.options)
+        return self.local.protector
 
     def submit(self, first_frame: int, source: np.ndarray):
         """Queue a window; returns a function that waits for its ``WindowResult``."""
@@ -272,8 +266,8 @@ def protect(clip: vs.VideoNode, *, preset: str = "balanced", targets: tuple[str,
         raise _error(str(exc)) from exc
     if workers is None:
         try:
-            count, threads = engines(device, threads, window_bytes(clip, chunk))
-            workers = _Engines(count, threads, dict(preset=preset, targets=targets, epsilon=epsilon, device=device,
+            at_once, threads = engines(device, threads, window_bytes(clip, chunk))
+            workers = _Engines(at_once, threads, dict(preset=preset, targets=targets, epsilon=epsilon, device=device,
                                                     seed=seed, method=method, checkpoint=checkpoint,
                                                     max_steps=max_steps, interrupt=interrupt, delivery=delivery),
                                seed, similarity, progress)
