@@ -70,9 +70,9 @@ def test_each_chunk_is_computed_once(franck, monkeypatch, threads):
     calls = []
     original = Protector.protect
 
-    def counting(self, frames, seed=None, progress=None, opens_video=False):
+    def counting(self, frames, seed=None, **options):
         calls.append(frames.shape[0])
-        return original(self, frames, seed, progress, opens_video)
+        return original(self, frames, seed, **options)
 
     monkeypatch.setattr(Protector, "protect", counting)
     vs.core.num_threads = 2

@@ -20,7 +20,7 @@ import torch
 
 from .metrics import grey_ssim
 from .presets import opening_wait, waited_for
-from .protector import FrameStats, Protector
+from .protector import FrameStats, Protector, with_change
 
 DEFAULT_CHUNK = 24  # frames per lookahead window
 SCENE_SIMILARITY = 0.5  # grey-thumbnail SSIM below which two consecutive frames belong to different chunks
@@ -41,15 +41,17 @@ def split_at_cuts(frames: torch.Tensor, similarity: float = SCENE_SIMILARITY) ->
 
 
 def protect_window(protector: Protector, frames: torch.Tensor, first_frame: int, seed: int,
-                   similarity: float = SCENE_SIMILARITY, progress: Callable[[int], None] | None = None
-                   ) -> tuple[torch.Tensor, list[FrameStats], list[int]]:
-    """Protect one window (T x 3 x H x W in [0, 1]) starting at frame ``first_frame`` of the video: split at
-    cuts, each part seeded by its first frame's number. Returns the frames, their records and, per frame,
-    the video frame number its chunk starts at. ``progress(n)`` is called as frames are done."""
+                   similarity: float = SCENE_SIMILARITY, progress: Callable[[int], None] | None = None,
+                   source: torch.Tensor | None = None) -> tuple[torch.Tensor, list[FrameStats], list[int]]:
+    """Protect one window (T x 3 x H x W in [0, 1]; ``source``: the same frames before clipping, as
+    ``Protector.protect`` takes them) starting at frame ``first_frame`` of the video: split at cuts, each
+    part seeded by its first frame's number. Returns the frames, their records and, per frame, the video
+    frame number its chunk starts at. ``progress(n)`` is called as frames are done."""
     outputs, stats, chunk_starts = [], [], []
     for begin, end in split_at_cuts(frames, similarity):
         protected, part = protector.protect(frames[begin:end], seed=chunk_seed(seed, first_frame + begin),
-                                            progress=progress, opens_video=first_frame + begin == 0)
+                                            progress=progress, opens_video=first_frame + begin == 0,
+                                            source=None if source is None else source[begin:end])
         outputs.append(protected)
         stats += part
         chunk_starts += [first_frame + begin] * (end - begin)
@@ -71,13 +73,13 @@ def run_window(protector: Protector, source: np.ndarray, first_frame: int, seed:
                similarity: float = SCENE_SIMILARITY, progress: Callable[[int], None] | None = None) -> WindowResult:
     """Protect a window of float RGB frames (T x 3 x H x W, values may stray outside [0, 1] after a colour
     conversion). Only the change is applied to the source, so pixels the perturbation left alone keep their
-    exact input value (the engine itself rounds whole frames to 8-bit levels)."""
+    exact input value."""
     started = time.perf_counter()
     original = torch.from_numpy(source)
     clean = original.clamp(0, 1)
-    protected, stats, chunk_starts = protect_window(protector, clean, first_frame, seed, similarity, progress)
-    change = protected - (clean * 255).round() / 255
-    frames = torch.where(change == 0, original, original + change).numpy()
+    protected, stats, chunk_starts = protect_window(protector, clean, first_frame, seed, similarity, progress,
+                                                    source=original)
+    frames = with_change(original, clean, protected).numpy()
     return WindowResult(frames, stats, chunk_starts, time.perf_counter() - started, f"{socket.gethostname()}:{os.getpid()}")
 
 

@@ -111,6 +111,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def with_change(source: torch.Tensor, clean: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
+    """``source`` (the frames as decoded, maybe outside [0, 1] after a colour conversion) with the engine's
+    change added: ``protected`` less ``clean`` rounded to 8-bit levels where the engine changed a pixel, so the
+    change carries no rounding of the clean frame, and the pixels it left alone keep their exact value. What
+    the writer gets, and so what the delivery encode is measured on."""
+    return torch.where(protected == clean, source, source + protected - (clean * 255).round() / 255)
+
+
 class Protector:
     """Configured once, then ``protect(frames)`` per chunk; the same chunk and options give the same output."""
 
@@ -159,17 +167,20 @@ class Protector:
     # -- the chunk -----------------------------------------------------------------------------
 
     def protect(self, frames: torch.Tensor, seed: int | None = None,
-                progress: Callable[[int], None] | None = None,
-                opens_video: bool = False) -> tuple[torch.Tensor, list[FrameStats]]:
+                progress: Callable[[int], None] | None = None, opens_video: bool = False,
+                source: torch.Tensor | None = None) -> tuple[torch.Tensor, list[FrameStats]]:
         """Protect T x 3 x H x W frames in [0, 1]; returns the protected frames (on the input's device; 8-bit
         levels inside the canvases, the input's values outside them) and one ``FrameStats`` per frame.
         ``seed`` overrides the configured seed; ``progress(n)`` is called as each frame is done;
         ``opens_video``: the first frame is the video's (where the preset says so, it waits for the face
-        detector to lose the face)."""
+        detector to lose the face); ``source``: the frames as decoded, before they were clipped to [0, 1]
+        (what the writer will add the change to, see ``with_change``; default ``frames``)."""
         if frames.ndim != 4 or frames.shape[1] != 3 or not frames.is_floating_point():
             raise ValueError(f"frames must be a float T x 3 x H x W tensor, got {tuple(frames.shape)} {frames.dtype}")
         if frames.numel() and (frames.min() < 0 or frames.max() > 1):
             raise ValueError("frame values must lie in [0, 1]")
+        if source is not None and source.shape != frames.shape:
+            raise ValueError(f"source {tuple(source.shape)} and frames {tuple(frames.shape)} differ in shape")
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         report = progress or (lambda count: None)
@@ -195,7 +206,8 @@ class Protector:
                                                                         self._engine_floor())
             if self.delivery is not None and self.settings.psnr_floor is not None:
                 repair = _Repair(scene, frames_params, generator) if frames_params is not None else None
-                self._keep_floor_through_delivery(canvas, clean, protected, changes, rows, stats, repair)
+                decoded = clean if source is None else source.to(self.device, torch.float32)
+                self._keep_floor_through_delivery(canvas, clean, decoded, protected, changes, rows, stats, repair)
             self._final_check(canvas.shrink(protected[rows]), scene.ref, [stats[i] for i in rows.tolist()])
         if rows.numel() < clean.shape[0]:
             report(clean.shape[0] - rows.numel())  # the frames without a face
@@ -329,9 +341,9 @@ class Protector:
                 high = middle
         return best, low
 
-    def _keep_floor_through_delivery(self, canvas: Canvas, clean: torch.Tensor, protected: torch.Tensor,
-                                     changes: torch.Tensor, rows: torch.Tensor, stats: list[FrameStats],
-                                     repair: "_Repair | None") -> None:
+    def _keep_floor_through_delivery(self, canvas: Canvas, clean: torch.Tensor, decoded: torch.Tensor,
+                                     protected: torch.Tensor, changes: torch.Tensor, rows: torch.Tensor,
+                                     stats: list[FrameStats], repair: "_Repair | None") -> None:
         """Encode the chunk as the delivery will; a face frame whose encoded error breaks the preset's floor is
         delivered again within the error the encode measurably left it instead of the assumed one: its change
         scaled down to keep it (in place; repeated, since the encode's share moves with the change), and on
@@ -339,7 +351,7 @@ class Protector:
         optimised again for a few steps with that budget before it is scaled."""
         budget = 255 ** 2 * 10 ** (-(self.settings.psnr_floor + DELIVERY_MARGIN_DB) / 10)  # as a mean squared error
         for delivery_pass in range(DELIVERY_PASSES):
-            encoded = self.delivery.error(protected, clean).tolist()
+            encoded = self.delivery.error(with_change(decoded, clean, protected), decoded).tolist()
             short = [(j, row) for j, row in enumerate(rows.tolist()) if encoded[row] > budget]
             for j, row in short:
                 change = float((to_8bit(protected[row]) - to_8bit(clean[row])).pow(2).mean())
