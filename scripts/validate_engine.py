@@ -65,7 +65,7 @@ def main() -> int:
                 started = time.perf_counter()
                 protected, stats = protect_video(protector, clean)
                 elapsed = time.perf_counter() - started
-                summary = summarise(stats)
+                summary = summarise(stats, protector.preset.waits)
                 entry |= {
                     "seconds_per_frame": elapsed / len(stats),
                     "steps_per_frame": summary["steps_per_face_frame"],

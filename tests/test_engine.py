@@ -86,6 +86,8 @@ def test_a_frame_waits_for_face_api_68_and_not_for_a_detector(frames):
     assert stats[0].success["faceapi68"] and not stats[0].success["blazeface_short"]
     assert stats[0].measures["faceapi68"] > metrics.NME_DISRUPTED
     assert Protector().required[:3] == ("facemesh", "headpose", "faceapi68")
+    # named targets beyond a preset's wait list are measured, not waited for
+    assert Protector("light", targets=("facemesh", "headpose")).required == ("headpose",)
 
 
 def test_the_engine_crops_facemesh_where_the_attackers_detection_does(protector, frames):
@@ -152,8 +154,9 @@ def test_by_default_a_preset_loads_only_what_it_attacks_and_gives_the_same_pixel
     from vs_vdf.engine.targets import default_targets
 
     assert Protector("balanced").targets == ("blazeface_short", "facemesh", "headpose", "faceapi68")
-    assert Protector("light").targets == ("facemesh", "headpose", "faceapi68")
-    assert "mtcnn" not in Protector("light").objectives.models
+    light = Protector("light")
+    assert light.targets == light.required == ("headpose",)  # light waits for the head pose alone
+    assert "mtcnn" not in light.objectives.models and "faceapi68" not in light.objectives.models
     assert Protector("strong").targets == default_targets()
     lean, _ = Protector(max_steps=3).protect(frames[:2])
     whole, stats = Protector(max_steps=3, targets=default_targets()).protect(frames[:2])
@@ -166,6 +169,8 @@ def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked
     summary = summarise([FrameStats(0, True, success=done), FrameStats(1, True, success=short), FrameStats(2, False)])
     assert summary["required_targets"] == ["faceapi68", "facemesh", "headpose"]
     assert summary["required_disrupted_fraction"] == 0.5 and summary["all_targets_disrupted_fraction"] == 0
+    as_light = summarise([FrameStats(0, True, success=done), FrameStats(1, True, success=short)], ("headpose",))
+    assert as_light["required_targets"] == ["headpose"] and as_light["required_disrupted_fraction"] == 1
     assert summary["optimised_again_for_psnr_floor"] == 0 and summary["scaled_for_psnr_floor"] == 0
     assert summary["opening_frame"] is None
     opening = FrameStats(0, True, success=short | {"blazeface_short": True}, measures={"blazeface_short": 0.3},

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .metrics import grey_ssim
-from .presets import opening_wait, waited_for
+from .presets import REQUIRED, opening_wait, waited_for
 from .protector import FrameStats, Protector, with_change
 
 DEFAULT_CHUNK = 24  # frames per lookahead window
@@ -94,13 +94,14 @@ def protect_video(protector: Protector, frames: torch.Tensor, seed: int = 0, chu
     return torch.cat(outputs), stats
 
 
-def summarise(stats: Sequence[FrameStats]) -> dict:
-    """What the engine's own check found over many frames: counts and fractions of the face frames."""
+def summarise(stats: Sequence[FrameStats], waits: tuple[str, ...] = REQUIRED) -> dict:
+    """What the engine's own check found over many frames: counts and fractions of the face frames (``waits``:
+    the preset's, for what the frames waited for)."""
     faces = [s for s in stats if s.face]
     count = max(len(faces), 1)
     targets = sorted({name for s in faces for name in s.success})
     disrupted = {name: sum(s.success.get(name, False) for s in faces) for name in targets}
-    required = list(waited_for(tuple(targets)))
+    required = list(waited_for(tuple(targets), waits))
     opening = next((s for s in faces if s.opening), None)
     detector = opening_wait(tuple(targets))[0]
     return {"frames": len(stats), "frames_with_face": len(faces),
