@@ -192,7 +192,7 @@ class _Job:
                       self.overwrite if overwrite is None else overwrite)
         stats, timing = _run(info, output, container, self, label)
         self.announce_cpu = False  # once per run
-        summary = summarise(stats, PRESETS[self.options['preset']].waits)
+        summary = summarise(stats, PRESETS[self.options["preset"]].waits)
         click.echo(_summary_line(summary), err=True)
         if summary["frames_with_face"] == 0:
             click.echo("warning: no face found in any frame; the frames were passed through unchanged", err=True)

@@ -8,7 +8,8 @@ normal group of pictures, as a delivery or an attacker's re-encode does.
 neither rounded to 8-bit RGB nor clipped to [0, 1] first. Either made the encode behave differently: on 48
 Wolfgang frames at ``light`` the written frames' PSNR fell up to 1 dB below the estimate; made this way
 the estimate was never above the written PSNR by more than 0.02 dB (0.2 dB below it on average).
-Frames are N x 3 x H x W float tensors in [0, 1]; odd sizes are padded for 4:2:0 and cropped back.
+Frames are N x 3 x H x W float tensors in [0, 1] (``Delivery``'s may stray outside it, as decoded); odd
+sizes are padded for 4:2:0 and cropped back.
 """
 
 from __future__ import annotations

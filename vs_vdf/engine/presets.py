@@ -72,7 +72,9 @@ class Preset:
     attack_all: bool = False
     # What a frame waits for, of the targets (REQUIRED). light waits for the head poses only: at its 40 dB
     # floor it never moved FaceMesh's or face-api's landmarks far enough (0% of frames on both samples), and
-    # waiting for them ran every frame to its step limit.
+    # waiting for them ran every frame to its step limit: 48 frames took 6.5x (franck) and 4.8x (Wolfgang)
+    # as long, for head pose after the ER-NeRF replica 100% / 90% against 100% / 94% now (Wolfgang's pose
+    # kept somewhat better through CRF 23 and BM3D: retention 1.00 against 0.85 and 0.92).
     waits: tuple[str, ...] = REQUIRED
 
 
