@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..media.frames import av_picture
 from ..media.x264 import REPEATABLE_PARAMS
 
 
@@ -105,16 +106,9 @@ def _yuv420(frames: torch.Tensor) -> list[torch.Tensor]:
 
 def _yuv_pictures(planes: list[torch.Tensor]) -> list:
     """The planes as yuv420p pictures for the encoder."""
-    import av
-
-    pictures = []
-    for index in range(planes[0].shape[0]):
-        picture = av.VideoFrame(planes[0].shape[2], planes[0].shape[1], "yuv420p")
-        for plane, data in zip(picture.planes, planes):
-            view = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-            view[:, :data.shape[2]] = data[index].numpy().astype(np.uint8)
-        pictures.append(picture)
-    return pictures
+    height, width = planes[0].shape[1:]
+    return [av_picture(width, height, "yuv420p", [plane[index].numpy().astype(np.uint8) for plane in planes])
+            for index in range(planes[0].shape[0])]
 
 
 def _picture_planes(picture) -> list[torch.Tensor]:

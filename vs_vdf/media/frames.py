@@ -26,6 +26,18 @@ def read_frames(path: Path | str, count: int | None = None, start: int = 0):
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
 
 
+def av_picture(width: int, height: int, pixel_format: str, arrays) -> "av.VideoFrame":
+    """A PyAV picture for an encoder, its planes filled from arrays (each plane's rows, any dtype the format holds)."""
+    import av
+    import numpy as np
+
+    picture = av.VideoFrame(width, height, pixel_format)
+    for plane, data in zip(picture.planes, arrays):
+        view = np.frombuffer(plane, data.dtype).reshape(plane.height, plane.line_size // data.itemsize)
+        view[:, :data.shape[1]] = data
+    return picture
+
+
 def planes(frame) -> list:
     """Copies of a VapourSynth frame's planes as numpy arrays (the frame may be released afterwards)."""
     import numpy as np

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import colour
+from .frames import av_picture
 from .probe import MediaError, VideoInfo
 from .x264 import REPEATABLE_PARAMS
 
@@ -184,12 +185,7 @@ class VideoWriter:
         self.written = 0
 
     def write(self, planes: list[np.ndarray]) -> None:
-        import av
-
-        frame = av.VideoFrame(self.picture.width, self.picture.height, self.picture.pixel_format)
-        for plane, data in zip(frame.planes, planes):
-            view = np.frombuffer(plane, data.dtype).reshape(plane.height, plane.line_size // data.itemsize)
-            view[:, :data.shape[1]] = data
+        frame = av_picture(self.picture.width, self.picture.height, self.picture.pixel_format, planes)
         frame.pts = self.info.timestamps[self.written]
         frame.time_base = self.info.time_base
         self.container.mux(self.stream.encode(frame))
