@@ -83,7 +83,9 @@ def _coded(pictures: list, crf: float | None, codec: str, bitrate: int | None, p
 
 
 # RGB to 4:2:0 levels (BT.601, limited range) and back: the YUV change per unit of RGB, and the RGB change
-# (8-bit levels) per YUV level.
+# (8-bit levels) per YUV level. Whatever the clip's matrix: on a BT.709 clip (the 960 x 540 `face_noface`
+# sample, 24 frames protected at light) the estimate with these coefficients was 0.01 to 0.10 dB below the same
+# estimate with BT.709's, so it errs toward keeping the floor.
 _KR, _KB = 0.299, 0.114
 _RGB_TO_YUV = torch.tensor([[_KR, 1 - _KR - _KB, _KB],
                             [-_KR / (2 - 2 * _KB), -(1 - _KR - _KB) / (2 - 2 * _KB), 0.5],
