@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from vs_vdf import samples
-from vs_vdf.engine import Protector, metrics, resolve_device
+from vs_vdf.engine import Protector, metrics, presets, resolve_device
 from vs_vdf.engine.chunks import DEFAULT_CHUNK as CHUNK
 from vs_vdf.engine.chunks import protect_video, protect_window
+from vs_vdf.engine.codec import Delivery
+from vs_vdf.engine.transforms import Transform
 from vs_vdf.evaluation.analysis import Analyst
 from vs_vdf.evaluation.pipelines import ernerf
 
@@ -70,6 +72,29 @@ def compare_methods(args, clip: str, device: torch.device) -> dict:
         }
         print(f"[bench] {clip} {method}: {json.dumps(results[method])}", file=sys.stderr, flush=True)
     return results
+
+
+def efficacy_cost(args, clip: str, device: torch.device) -> dict:
+    """Seconds per frame of the preset as it is and without the efficacy work (the CRF 23 check, waiting for
+    FaceMesh and head pose alone, FaceMesh on the clean frame's crop only, no opening frame), one after the
+    other in this process, both with the default delivery known: what that work costs, as a ratio."""
+    clean = samples.read_frames(clip, args.frames)
+    full = presets.get(args.preset)
+    lean = dataclasses.replace(full, check=(Transform("identity"), Transform("h264", 23)), opening_steps=0,
+                               waits=("facemesh", "headpose"))
+    points = {}
+    for label, preset, detected_crops in (("as it is", full, True), ("without the efficacy work", lean, False)):
+        protector = Protector(preset, device=device, delivery=Delivery())
+        protector.objectives.detected_crops = detected_crops
+        started = time.perf_counter()
+        _, stats = protect_video(protector, clean)
+        seconds = time.perf_counter() - started
+        points[label] = {"seconds_per_frame": seconds / len(stats),
+                         "steps_per_frame": sum(s.steps for s in stats) / len(stats),
+                         "targets": list(protector.targets)}
+        print(f"[bench] {clip} {label}: {json.dumps(points[label])}", file=sys.stderr, flush=True)
+    points["ratio"] = points["as it is"]["seconds_per_frame"] / points["without the efficacy work"]["seconds_per_frame"]
+    return points
 
 
 def speedups(clip: str, methods: dict) -> list[str]:
@@ -195,6 +220,14 @@ def markdown(result: dict) -> str:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in e2e["share"].items())
         lines += ["", f"End to end (`vdf protect`, {e2e['frames']} frames of `{e2e['clip']}`): "
                       f"{e2e['fps']:.2f} fps; time share: {shares}."]
+    if result.get("efficacy_cost"):
+        lines += ["", f"What the efficacy work costs (`{result['preset']}` as it is, and with the CRF 23 check, waiting "
+                  "for FaceMesh and head pose alone, FaceMesh on the clean crop only, no opening frame; one process):",
+                  "", "| clip | s/frame as it is | steps | s/frame without | steps | ratio |", "|---|---|---|---|---|---|"]
+        for clip, cost in result["efficacy_cost"].items():
+            full, lean = cost["as it is"], cost["without the efficacy work"]
+            lines.append(f"| {clip} | {full['seconds_per_frame']:.2f} | {full['steps_per_frame']:.1f} | "
+                         f"{lean['seconds_per_frame']:.2f} | {lean['steps_per_frame']:.1f} | {cost['ratio']:.1f}x |")
     if result.get("workers"):
         lines += ["", "| Ray workers (1 torch thread each) | fps | speed-up | wall s (with Ray start) |", "|---|---|---|---|"]
         for count, point in result["workers"].items():
@@ -222,7 +255,8 @@ def main() -> int:
     parser.add_argument("--e2e-clip", default="franck,wolfgang")
     parser.add_argument("--e2e-frames", type=int, default=48)
     parser.add_argument("--workers", default="1,2", help="Ray worker counts for the scale-out point ('' skips it)")
-    parser.add_argument("--only", choices=("workers",), help="run only this part (and its table)")
+    parser.add_argument("--only", choices=("workers", "efficacy-cost"), help="run only this part (and its table); "
+                        "efficacy-cost runs only there, on --clips")
     parser.add_argument("--quick", action="store_true", help="fewer frames everywhere (a few minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -242,6 +276,9 @@ def main() -> int:
               "preset": args.preset, "targets": args.targets, "methods": {}, "speedups": [], "scaling": {}}
     if args.only == "workers":
         result["workers"] = worker_scaling(args, args.out)
+        return report(args, device, result)
+    if args.only == "efficacy-cost":
+        result["efficacy_cost"] = {clip: efficacy_cost(args, clip, device) for clip in args.clips.split(",")}
         return report(args, device, result)
     for clip in args.clips.split(","):
         result["methods"][clip] = compare_methods(args, clip, device)

@@ -163,6 +163,20 @@ def test_by_default_a_preset_loads_only_what_it_attacks_and_gives_the_same_pixel
     assert torch.equal(lean, whole) and "mtcnn" in stats[0].success
 
 
+def test_a_protector_takes_settings_of_its_own_in_place_of_a_preset_name():
+    """What the benchmark's efficacy-cost part runs: balanced waiting for FaceMesh and head pose alone, without
+    the opening frame, attacks only those two; the rest of its settings are balanced's."""
+    from dataclasses import replace
+
+    from vs_vdf.engine import presets
+
+    balanced = presets.get("balanced")
+    lean = Protector(replace(balanced, waits=("facemesh", "headpose"), opening_steps=0,
+                             check=(Transform("identity"), Transform("h264", 23))))
+    assert lean.targets == lean.required == ("facemesh", "headpose") and lean.opening_steps == 0
+    assert lean.settings.variants[1] == Transform("h264", 23) and lean.epsilon == balanced.epsilon
+
+
 def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked():
     done = {"facemesh": True, "headpose": True, "faceapi68": True, "blazeface_short": False}
     short = done | {"faceapi68": False}

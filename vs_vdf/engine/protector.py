@@ -125,14 +125,14 @@ def with_change(source: torch.Tensor, clean: torch.Tensor, protected: torch.Tens
 class Protector:
     """Configured once, then ``protect(frames)`` per chunk; the same chunk and options give the same output."""
 
-    def __init__(self, preset: str = "balanced", *, targets: tuple[str, ...] | None = None,
+    def __init__(self, preset: str | presets.Preset = "balanced", *, targets: tuple[str, ...] | None = None,
                  epsilon: float | None = None, device: str | torch.device = "cpu", seed: int = 0, method: str = "vdf",
                  checkpoint: Path | str | None = None, joint: bool = False, max_steps: int | None = None,
                  interrupt: threading.Event | None = None, threads: int | None = None,
                  delivery: Delivery | dict | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        self.preset = presets.get(preset)
+        self.preset = preset if isinstance(preset, presets.Preset) else presets.get(preset)  # a name, or settings of one's own
         self.method, self.seed = METHODS[method], seed
         self.joint = joint and self.method.joint
         self.interrupt = interrupt  # set by another thread (a signal handler) to stop within one step
