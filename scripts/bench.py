@@ -221,9 +221,10 @@ def markdown(result: dict) -> str:
         lines += ["", f"End to end (`vdf protect`, {e2e['frames']} frames of `{e2e['clip']}`): "
                       f"{e2e['fps']:.2f} fps; time share: {shares}."]
     if result.get("efficacy_cost"):
-        lines += ["", f"What the efficacy work costs (`{result['preset']}` as it is, and with the CRF 23 check, waiting "
-                  "for FaceMesh and head pose alone, FaceMesh on the clean crop only, no opening frame; one process):",
-                  "", "| clip | s/frame as it is | steps | s/frame without | steps | ratio |", "|---|---|---|---|---|---|"]
+        lines += ["", f"What the efficacy work costs (`{result['preset']}` as it is, and with the CRF 23 check, "
+                  "waiting for FaceMesh and head pose alone, FaceMesh on the clean crop only, no opening frame; "
+                  "one process):", "", "| clip | s/frame as it is | steps | s/frame without | steps | ratio |",
+                  "|---|---|---|---|---|---|"]
         for clip, cost in result["efficacy_cost"].items():
             full, lean = cost["as it is"], cost["without the efficacy work"]
             lines.append(f"| {clip} | {full['seconds_per_frame']:.2f} | {full['steps_per_frame']:.1f} | "

@@ -132,7 +132,8 @@ class Protector:
                  delivery: Delivery | dict | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        self.preset = preset if isinstance(preset, presets.Preset) else presets.get(preset)  # a name, or settings of one's own
+        # a preset's name, or settings of one's own (the benchmark's engine without its efficacy work)
+        self.preset = preset if isinstance(preset, presets.Preset) else presets.get(preset)
         self.method, self.seed = METHODS[method], seed
         self.joint = joint and self.method.joint
         self.interrupt = interrupt  # set by another thread (a signal handler) to stop within one step
