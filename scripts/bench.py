@@ -77,7 +77,8 @@ def compare_methods(args, clip: str, device: torch.device) -> dict:
 def efficacy_cost(args, clip: str, device: torch.device) -> dict:
     """Seconds per frame of the preset as it is and without the efficacy work (the CRF 23 check, waiting for
     FaceMesh and head pose alone, FaceMesh on the clean frame's crop only, no opening frame), one after the
-    other in this process, both with the default delivery known: what that work costs, as a ratio."""
+    other in this process, both with the default delivery known and the preset's frames between full checks:
+    what that work costs, as a ratio."""
     clean = samples.read_frames(clip, args.frames)
     full = presets.get(args.preset)
     lean = dataclasses.replace(full, check=(Transform("identity"), Transform("h264", 23)), opening_steps=0,

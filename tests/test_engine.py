@@ -177,6 +177,46 @@ def test_a_protector_takes_settings_of_its_own_in_place_of_a_preset_name():
     assert lean.settings.variants[1] == Transform("h264", 23) and lean.epsilon == balanced.epsilon
 
 
+
+def test_frames_between_the_fully_checked_ones_wait_for_the_frames_as_they_are(frames, monkeypatch):
+    """With ``full_check_every=2`` the chunk's frames 0 and 2 wait for the preset's check variants with its
+    margin, frame 1 for the frames as they are at the plain threshold; the final check holds each frame to
+    what it waited for, and the report says which frames were checked as they are."""
+    from dataclasses import replace
+
+    from vs_vdf.engine import presets
+
+    assert presets.get("balanced").full_check_every == 2 and presets.get("strong").full_check_every == 1
+    preset = replace(presets.get("balanced"), full_check_every=2)
+    protector = Protector(preset, targets=("facemesh", "headpose"), max_steps=4)
+    checked, current = [], []
+    real_optimise, real_passes = protector._optimise, protector.method.passes
+
+    def optimise(params, scene, *args, **kwargs):
+        current[:] = scene.rows.tolist()
+        return real_optimise(params, scene, *args, **kwargs)
+
+    def passes(objectives, seen, ref, settings, required):
+        checked.append((current[0], settings.variants, settings.margin))
+        return real_passes(objectives, seen, ref, settings, required)
+
+    monkeypatch.setattr(protector, "_optimise", optimise)
+    monkeypatch.setattr(protector.method, "passes", passes)
+    measured = []
+    real_measures = protector.objectives.measures
+    monkeypatch.setattr(protector.objectives, "measures",
+                        lambda seen, ref, names: measured.append(seen.shape[0]) or real_measures(seen, ref, names))
+    _, stats = protector.protect(frames)
+    assert [s.between for s in stats] == [False, True, False]
+    for row, variants, margin in checked:
+        if row == 1:
+            assert variants == (Transform("identity"),) and margin == 1.0
+        else:
+            assert variants == preset.check and margin == preset.margin
+    assert {row for row, _, _ in checked} == {0, 1, 2}
+    assert measured[-2:] == [2, 3]  # the final check: CRF 28 on frames 0 and 2, the frames as they are on all
+    assert summarise(stats)["checked_as_they_are"] == 1
+
 def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked():
     done = {"facemesh": True, "headpose": True, "faceapi68": True, "blazeface_short": False}
     short = done | {"faceapi68": False}

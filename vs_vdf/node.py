@@ -94,7 +94,8 @@ def stats_to_props(stats: FrameStats) -> dict:
                                     "success": stats.success,
                                     "measures": {k: round(v, 4) for k, v in stats.measures.items()},
                                     "seconds": round(stats.seconds, 3), "change_scale": round(stats.change_scale, 4),
-                                    "floor_steps": stats.floor_steps, "opening": stats.opening})}
+                                    "floor_steps": stats.floor_steps, "opening": stats.opening,
+                                    "between": stats.between})}
 
 
 def stats_from_props(index: int, props) -> FrameStats:
@@ -102,7 +103,8 @@ def stats_from_props(index: int, props) -> FrameStats:
     details = json.loads(props["VdfStats"])
     return FrameStats(index, bool(props["VdfFace"]), details["steps"], details["inherited"], details["success"],
                       details["measures"], seconds=details["seconds"], change_scale=details["change_scale"],
-                      floor_steps=details["floor_steps"], opening=details["opening"])
+                      floor_steps=details["floor_steps"], opening=details["opening"],
+                      between=details["between"])
 
 
 MEMORY_SHARE = 0.25  # of the machine's memory, the most the windows protected at once may hold

@@ -203,7 +203,8 @@ class _Job:
         if report is not None:
             frames = [{"frame": s.index, "face": s.face, "disrupted": s.disrupted, "steps": s.steps,
                        "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds,
-                       "change_scale": s.change_scale, "floor_steps": s.floor_steps, "opening": s.opening}
+                       "change_scale": s.change_scale, "floor_steps": s.floor_steps, "opening": s.opening,
+                       "between": s.between}
                       for s in stats]
             document = {"input": str(source), "output": str(output), "complete": True, "options": self.options,
                         "encoding": vars(self.encoding), "frames_limit": self.limit, "summary": summary,

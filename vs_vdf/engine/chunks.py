@@ -115,6 +115,8 @@ def summarise(stats: Sequence[FrameStats], waits: tuple[str, ...] = REQUIRED) ->
             "optimised_again_for_psnr_floor": sum(s.floor_steps > 0 for s in faces),
             "scaled_for_psnr_floor": sum(s.change_scale < 1 for s in faces),
             "least_change_scale": min((s.change_scale for s in faces), default=1.0),
+            # frames between two fully checked ones, checked (and counted above) on the frames as they are
+            "checked_as_they_are": sum(s.between for s in faces),
             # the video's first frame, where it waited for the detector (its finding as delivered)
             "opening_frame": None if opening is None or detector not in opening.success else
             {"frame": opening.index, "detector": detector, "face_lost": opening.success[detector],

@@ -47,6 +47,7 @@ class Settings:
     inherit_by_similarity: bool  # the factor is also scaled by the SSIM of the two clean canvases
     variants: tuple[Transform, ...]  # what the check looks at
     opening_steps: int = 0  # the video's first frame's extra steps against the face detector; 0: none
+    full_check_every: int = 1  # frames of a chunk between two multiples of this are checked as they are only
 
 
 class Vdf:
@@ -59,7 +60,8 @@ class Vdf:
     def settings(self, preset: Preset) -> Settings:
         return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
                         preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
-                        1.0 if self.inherits else 0.0, False, preset.check, preset.opening_steps)
+                        1.0 if self.inherits else 0.0, False, preset.check, preset.opening_steps,
+                        preset.full_check_every)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return DualDomain(count, height, width, epsilon, joint=joint)

@@ -33,7 +33,7 @@ from .metrics import grey_ssim, psnr, ssim_map, to_8bit
 from .objectives import Objectives, Reference
 from . import targets as table
 from .targets import default_targets
-from .transforms import quantise
+from .transforms import Transform, quantise
 
 SSIM_FLOOR_WEIGHT = 100.0
 PSNR_FLOOR_WEIGHT = 1.0  # per dB below the floor (plus its margin), against attack losses of order 1
@@ -68,6 +68,9 @@ REPAIR_STEPS = 10
 OPENING_SCORE_FACTOR = 0.6
 OPENING_SEED = 7919  # the opening frame's transforms are drawn apart from the chunk's
 PSNR_SCALE_STEPS = 12  # bisection steps for the delivery scale (1/4096 of the change)
+# What a frame between two fully checked ones waits for (the preset's ``full_check_every``): the frames as
+# they are, at the plain threshold.
+BETWEEN_CHECK = (Transform("identity"),)
 
 
 class DeviceError(VdfError, ValueError):
@@ -93,6 +96,7 @@ class FrameStats:
     change_scale: float = 1.0  # < 1 where the change was scaled down on delivery to keep the PSNR floor
     floor_steps: int = 0  # of ``steps``, those taken again because the delivery encode broke the PSNR floor
     opening: bool = False  # the video's first frame: it waited for the face detector to lose the face
+    between: bool = False  # checked on the frames as they are only (between two fully checked frames)
 
     @property
     def disrupted(self) -> bool:
@@ -199,8 +203,11 @@ class Protector:
         if rows.numel():
             opening = opens_video and not self.joint and self.opening_steps > 0 and int(rows[0]) == 0
             scene = _Scene.of(canvas, work, ref, rows, self.method, self.required,
-                              presets.opening_wait(self.targets) if opening else None)
+                              presets.opening_wait(self.targets) if opening else None,
+                              1 if self.joint else self.settings.full_check_every)
             stats[0].opening = opening
+            for j, row in enumerate(rows.tolist()):
+                stats[row].between = scene.between_at(j)
             if self.joint:
                 changes, frames_params = self._protect_jointly(scene, stats, generator, report), None
             else:
@@ -379,6 +386,8 @@ class Protector:
         wait for (with ``margin`` instead of the preset's where given), or for the video's first frame its
         detector's best score below OPENING_SCORE_FACTOR of the threshold."""
         settings = self.settings if margin is None else replace(self.settings, margin=margin)
+        if scene.between:
+            settings = replace(settings, variants=BETWEEN_CHECK, margin=1.0)
         for variant in settings.variants:
             if not scene.opening:
                 passed = self.method.passes(self.objectives, variant(protected), scene.ref, settings,
@@ -393,17 +402,25 @@ class Protector:
 
     @torch.no_grad()
     def _final_check(self, seen: torch.Tensor, ref: Reference, stats: list[FrameStats]) -> None:
-        """The delivered face frames (at the working size) measured in one batch: the required targets on
-        every check variant (the worst value counts), the others as delivered."""
-        values: dict[str, list[torch.Tensor]] = {}
+        """The delivered face frames (at the working size) measured in one batch per check variant: the
+        required targets on every variant the frame waited for (the worst value counts), the others as
+        delivered."""
+        values: dict[str, list[list[float]]] = {}
         others = tuple(t for t in self.targets if t not in self.required)
-        for variant in self.settings.variants:
+        held_to = [BETWEEN_CHECK if s.between else self.settings.variants for s in stats]
+        for variant in dict.fromkeys(self.settings.variants + BETWEEN_CHECK):
+            held = [j for j, variants in enumerate(held_to) if variant in variants]
+            if not held:
+                continue
             names = self.required + (others if variant.kind == "identity" else ())
-            for name, value in self.objectives.measures(variant(seen), ref, names).items():
-                values.setdefault(name, []).append(value.cpu())
+            at = torch.tensor(held, device=seen.device)
+            for name, value in self.objectives.measures(variant(seen[at]), ref.select(at), names).items():
+                per_frame = values.setdefault(name, [[] for _ in stats])
+                for j, measured in zip(held, value.cpu().tolist()):
+                    per_frame[j].append(measured)
         for name, measured in values.items():
             for j, s in enumerate(stats):
-                s.measures[name] = self.objectives.least_disrupted(name, [float(v[j]) for v in measured])
+                s.measures[name] = self.objectives.least_disrupted(name, measured[j])
                 s.success[name] = bool(self.objectives.disrupted(name, torch.tensor(s.measures[name])))
 
 
@@ -448,18 +465,25 @@ class _Scene:
     # What the first of these frames waits for instead, when it opens the video (None: it does not)
     opening_wait: tuple[str, ...] | None = None
     opening: bool = False  # a one-frame scene of the video's first frame, waiting for the detector
+    full_check_every: int = 1  # frames whose number in the chunk is not a multiple of this are checked as they are
+    between: bool = False  # a one-frame scene of such a frame
 
     @classmethod
     def of(cls, canvas: Canvas, work: torch.Tensor, ref: Reference, rows: torch.Tensor, method,
-           required: tuple[str, ...], opening_wait: tuple[str, ...] | None = None) -> "_Scene":
+           required: tuple[str, ...], opening_wait: tuple[str, ...] | None = None,
+           full_check_every: int = 1) -> "_Scene":
         selected = ref.select(rows)
         canvases = canvas.crop(work[rows], rows)
         return cls(canvas, rows, work[rows], canvases, method.budget(canvases, canvas.boxes(selected.boxes, rows)),
-                   selected, required, opening_wait)
+                   selected, required, opening_wait, full_check_every=full_check_every)
 
     def opens(self, j: int) -> bool:
         """Whether frame ``j`` is the video's first, waiting for the detector."""
         return j == 0 and self.opening_wait is not None
+
+    def between_at(self, j: int) -> bool:
+        """Whether frame ``j`` lies between two fully checked frames (the video's first frame never does)."""
+        return int(self.rows[j]) % self.full_check_every != 0 and not self.opens(j)
 
     def select(self, j: int, as_opening: bool | None = None) -> "_Scene":
         """Frame ``j`` alone, waiting for what it waits for (``as_opening=False``: for the landmarks even
@@ -467,7 +491,8 @@ class _Scene:
         at = slice(j, j + 1)
         opening = self.opens(j) if as_opening is None else as_opening
         return _Scene(self.canvas, self.rows[at], self.work[at], self.canvases[at], self.budgets[at],
-                      self.ref.select(at), self.opening_wait if opening else self.required, opening=opening)
+                      self.ref.select(at), self.opening_wait if opening else self.required, opening=opening,
+                      between=self.between_at(j))
 
     def protected(self, params) -> torch.Tensor:
         """The working frames with the parameters' change, rounded to 8-bit levels (straight through)."""
