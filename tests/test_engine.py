@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vs_vdf import samples
-from vs_vdf.engine import Protector, metrics
+from vs_vdf.engine import Protector, metrics, presets
 from vs_vdf.engine.adam import Adam
 from vs_vdf.engine.budget import budget
 from vs_vdf.engine.canvas import Canvas
@@ -94,8 +95,6 @@ def test_the_engine_crops_facemesh_where_the_attackers_detection_does(protector,
     """The attackers' chain crops FaceMesh from its own detection on the frames it is given. With a clean
     crop that is off the face, the reference measure sees moved landmarks; the engine's objectives count the
     less disrupted of that and the frame's own detection (found again on the face), and attack both."""
-    from dataclasses import replace
-
     from vs_vdf.engine.objectives import Objectives
 
     assert protector.objectives.detected_crops
@@ -166,10 +165,6 @@ def test_by_default_a_preset_loads_only_what_it_attacks_and_gives_the_same_pixel
 def test_a_protector_takes_settings_of_its_own_in_place_of_a_preset_name():
     """What the benchmark's efficacy-cost part runs: balanced waiting for FaceMesh and head pose alone, without
     the opening frame, attacks only those two; the rest of its settings are balanced's."""
-    from dataclasses import replace
-
-    from vs_vdf.engine import presets
-
     balanced = presets.get("balanced")
     lean = Protector(replace(balanced, waits=("facemesh", "headpose"), opening_steps=0,
                              check=(Transform("identity"), Transform("h264", 23))))
@@ -182,10 +177,6 @@ def test_frames_between_the_fully_checked_ones_wait_for_the_frames_as_they_are(f
     """With ``full_check_every=2`` the chunk's frames 0 and 2 wait for the preset's check variants with its
     margin, frame 1 for the frames as they are at the plain threshold; the final check holds each frame to
     what it waited for, and the report says which frames were checked as they are."""
-    from dataclasses import replace
-
-    from vs_vdf.engine import presets
-
     assert presets.get("balanced").full_check_every == 2 and presets.get("strong").full_check_every == 1
     preset = replace(presets.get("balanced"), full_check_every=2)
     protector = Protector(preset, targets=("facemesh", "headpose"), max_steps=4)
@@ -314,6 +305,7 @@ def test_joint_mode_and_the_reference_method_run(frames):
     (dict(targets=("facemesh", "tinyface")), "held-out check.*never optimised"),
     (dict(device="tpu"), "device"),
     (dict(epsilon=0.5), "epsilon"),
+    (dict(preset=replace(presets.get("balanced"), full_check_every=0)), "full_check_every must be at least 1"),
 ])
 def test_bad_options_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

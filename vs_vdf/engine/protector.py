@@ -3,12 +3,13 @@
 What a method does differently (settings, the loss of a step, when a frame is done) lives in
 ``methods.py``; this loop only runs it: the method's canvas for the chunk (``canvas.py``: working
 frames scaled to the face, a head-region canvas per frame), the clean analysis of the working frames,
-then each face frame optimised on its canvas (starting from its predecessor's parameters where the
-method inherits, or the whole chunk together with ``joint=True``; where the preset says so, the video's
-first frame then goes on until the face detector loses the face), then the chunk delivered (where the
-delivery is known, encoded that way, and frames the encode pushed below the PSNR floor scaled down, or
-optimised again within what it left them where the scaled frame would no longer pass), then one batched
-check of the delivered frames. Frames whose clean version has no detectable face are returned unchanged.
+then each face frame optimised on its canvas until it passes the check (every ``full_check_every``-th
+frame of the chunk on the preset's variants, those between on the frames as they are; starting from its
+predecessor's parameters where the method inherits, or the whole chunk together with ``joint=True``;
+where the preset says so, the video's first frame then goes on until the face detector loses the face),
+then the chunk delivered (where the delivery is known, encoded that way, and frames the encode pushed
+below the PSNR floor scaled down, or optimised again within what it left them where the scaled frame
+would no longer pass), then one batched check of the delivered frames. Frames whose clean version has no detectable face are returned unchanged.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ class Protector:
         self.delivery = Delivery(**delivery) if isinstance(delivery, dict) else delivery
         self.device = resolve_device(device)
         self.settings = self.method.settings(self.preset)
+        if self.settings.full_check_every < 1:
+            raise ValueError(f"full_check_every must be at least 1, got {self.settings.full_check_every}")
         self.epsilon = epsilon if epsilon is not None else self.settings.epsilon
         if not 0 < self.epsilon <= 0.25:
             raise ValueError(f"epsilon {self.epsilon} is outside (0, 0.25]")
@@ -383,7 +386,8 @@ class Protector:
 
     def _passes(self, protected: torch.Tensor, scene: "_Scene", margin: float | None = None) -> bool:
         """The early-stop rule on every check variant: the method's success rule for what the scene's frames
-        wait for (with ``margin`` instead of the preset's where given), or for the video's first frame its
+        wait for (with ``margin`` instead of the preset's where given; for a frame between two fully checked
+        ones, on the frames as they are at the plain threshold), or for the video's first frame its
         detector's best score below OPENING_SCORE_FACTOR of the threshold."""
         settings = self.settings if margin is None else replace(self.settings, margin=margin)
         if scene.between:
