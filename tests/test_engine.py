@@ -207,6 +207,11 @@ def test_frames_between_the_fully_checked_ones_wait_for_the_frames_as_they_are(f
     assert {row for row, _, _ in checked} == {0, 1, 2}
     assert measured[-2:] == [2, 3]  # the final check: CRF 28 on frames 0 and 2, the frames as they are on all
     assert summarise(stats)["checked_as_they_are"] == 1
+    # a check without the frames as they are: what is only measured as delivered exists for frame 1 alone
+    scaled = Protector(replace(preset, check=(Transform("scale", 0.5),)),
+                       targets=("blazeface_short", "facemesh", "headpose"), max_steps=2)
+    _, stats = scaled.protect(frames)
+    assert ["blazeface_short" in s.measures for s in stats] == [False, True, False]
 
 def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked():
     done = {"facemesh": True, "headpose": True, "faceapi68": True, "blazeface_short": False}

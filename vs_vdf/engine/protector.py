@@ -9,7 +9,8 @@ predecessor's parameters where the method inherits, or the whole chunk together 
 where the preset says so, the video's first frame then goes on until the face detector loses the face),
 then the chunk delivered (where the delivery is known, encoded that way, and frames the encode pushed
 below the PSNR floor scaled down, or optimised again within what it left them where the scaled frame
-would no longer pass), then one batched check of the delivered frames. Frames whose clean version has no detectable face are returned unchanged.
+would no longer pass), then one batched check of the delivered frames. Frames whose clean version has no
+detectable face are returned unchanged.
 """
 
 from __future__ import annotations
@@ -424,6 +425,8 @@ class Protector:
                     per_frame[j].append(measured)
         for name, measured in values.items():
             for j, s in enumerate(stats):
+                if not measured[j]:  # measured as delivered only, and this frame's variants leave that out
+                    continue
                 s.measures[name] = self.objectives.least_disrupted(name, measured[j])
                 s.success[name] = bool(self.objectives.disrupted(name, torch.tensor(s.measures[name])))
 
