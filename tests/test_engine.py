@@ -172,7 +172,6 @@ def test_a_protector_takes_settings_of_its_own_in_place_of_a_preset_name():
     assert lean.settings.variants[1] == Transform("h264", 23) and lean.epsilon == balanced.epsilon
 
 
-
 def test_frames_between_the_fully_checked_ones_wait_for_the_frames_as_they_are(frames, monkeypatch):
     """With ``full_check_every=2`` the chunk's frames 0 and 2 wait for the preset's check variants with its
     margin, frame 1 for the frames as they are at the plain threshold; the final check holds each frame to
@@ -212,6 +211,7 @@ def test_frames_between_the_fully_checked_ones_wait_for_the_frames_as_they_are(f
                        targets=("blazeface_short", "facemesh", "headpose"), max_steps=2)
     _, stats = scaled.protect(frames)
     assert ["blazeface_short" in s.measures for s in stats] == [False, True, False]
+
 
 def test_the_summary_separates_what_a_frame_waits_for_from_what_is_only_attacked():
     done = {"facemesh": True, "headpose": True, "faceapi68": True, "blazeface_short": False}
