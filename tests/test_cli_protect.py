@@ -167,7 +167,7 @@ def test_the_end_line_counts_one_frame_in_the_singular():
     from vs_vdf.cli.protect_cmd import _summary_line
 
     line = _summary_line({"frames": 3, "frames_with_face": 2, "disrupted_count": {"facemesh": 2},
-                          "opening_frame": None, "optimised_again_for_psnr_floor": 1, "scaled_for_psnr_floor": 1,
-                          "least_change_scale": 0.9})
+                          "opening_frame": None, "hiding_frames": 0, "optimised_again_for_psnr_floor": 1,
+                          "scaled_for_psnr_floor": 1, "least_change_scale": 0.9})
     assert "; 1 frame without a face; 1 frame was optimised again" in line
     assert "scaled down on 1 frame to keep" in line

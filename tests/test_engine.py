@@ -114,7 +114,8 @@ def test_the_video_s_first_frame_waits_for_the_detector_to_lose_the_face(frames)
     """Every encode codes a video's first frame on its own, so there the change can take the face away from
     the detector that stops the ER-NeRF script: that frame goes on from its landmarks' solution until the
     detector loses the face; the frames after it inherit that solution and wait for the landmarks as usual."""
-    protector = Protector("strong", targets=("blazeface_short", "facemesh", "headpose"), epsilon=0.1, max_steps=60)
+    protector = Protector("strong-landmarks", targets=("blazeface_short", "facemesh", "headpose"), epsilon=0.1,
+                          max_steps=60)
     assert protector.opening_steps == 60  # --max-steps caps the opening frame too
     out, stats = protector.protect(frames[:2], opens_video=True)
     assert stats[0].opening and not stats[1].opening
@@ -129,11 +130,50 @@ def test_the_video_s_first_frame_waits_for_the_detector_to_lose_the_face(frames)
         assert Protector(preset).opening_steps > Protector(preset).max_steps
 
 
-def test_only_the_window_at_frame_0_opens_the_video(frames):
+def test_without_face_hiding_runs_only_the_window_at_frame_0_opens_the_video(frames):
     from vs_vdf.engine.chunks import protect_video
 
-    _, stats = protect_video(Protector("strong", targets=("facemesh", "headpose"), max_steps=1), frames, chunk=2)
-    assert [s.opening for s in stats] == [True, False, False]
+    for preset in ("balanced", "strong-landmarks"):
+        _, stats = protect_video(Protector(preset, targets=("facemesh", "headpose"), max_steps=1), frames, chunk=2)
+        assert [s.opening for s in stats] == [True, False, False]
+
+
+def test_a_face_hiding_run_follows_every_chunk_s_opening_frame(frames, monkeypatch):
+    """strong: each chunk's first frame opens (landmarks, then the detector), and the frames after it inherit
+    its change as it is and wait, on the frames as they are, for the detector alone to miss the face."""
+    from vs_vdf.engine.chunks import protect_video
+
+    assert presets.get("strong").hide_steps > 0 and presets.get("strong-landmarks").hide_steps == 0
+    protector = Protector("strong", targets=("blazeface_short", "facemesh", "headpose"), epsilon=0.1, max_steps=60)
+    assert protector.hide_steps == 40  # the run's own limit, under --max-steps
+    assert Protector("strong", method="per-frame").hide_steps == 0  # a run needs the inherited change
+    calls, seen = [], []
+    real_optimise, real_losses = protector._optimise, protector.method.losses
+
+    def optimise(params, scene, *args, **kwargs):
+        calls.append((int(scene.rows[0]), scene.hiding, kwargs.get("limit")))
+        return real_optimise(params, scene, *args, **kwargs)
+
+    def losses(*args):
+        names = real_losses(*args)
+        seen.append((calls[-1], tuple(names)))
+        return names
+
+    monkeypatch.setattr(protector, "_optimise", optimise)
+    monkeypatch.setattr(protector.method, "losses", losses)
+    _, stats = protect_video(protector, frames, chunk=2)
+    assert [s.opening for s in stats] == [True, False, True]  # every chunk opens, not only the video's
+    assert [s.hiding for s in stats] == [False, True, False] and stats[1].inherited == 1.0
+    assert [call for call in calls if call[1]] == [(1, True, 40)]
+    assert all(names == ("blazeface_short",) for (_, hiding, _), names in seen if hiding)  # the detector alone
+    assert any(len(names) > 1 for (row, _, _), names in seen if row == 0)  # a first frame attacks all in turn
+    # the run's frame is held to the frames as they are, and its detector misses the face there
+    assert stats[1].success["blazeface_short"] and stats[1].measures["blazeface_short"] < 0.5
+    assert summarise(stats)["hiding_frames"] == 1
+    # a run's frame counts as done when the detector missed the face, whatever its landmarks
+    done = {"facemesh": True, "headpose": True, "blazeface_short": False}
+    hidden = FrameStats(1, True, success={"facemesh": False, "headpose": False, "blazeface_short": True}, hiding=True)
+    assert summarise([FrameStats(0, True, success=done), hidden])["required_disrupted_fraction"] == 1
 
 
 def test_a_step_attacks_the_others_in_turn_only_where_the_preset_attacks_all(frames):

@@ -95,7 +95,7 @@ def stats_to_props(stats: FrameStats) -> dict:
                                     "measures": {k: round(v, 4) for k, v in stats.measures.items()},
                                     "seconds": round(stats.seconds, 3), "change_scale": round(stats.change_scale, 4),
                                     "floor_steps": stats.floor_steps, "opening": stats.opening,
-                                    "between": stats.between})}
+                                    "between": stats.between, "hiding": stats.hiding})}
 
 
 def stats_from_props(index: int, props) -> FrameStats:
@@ -104,7 +104,7 @@ def stats_from_props(index: int, props) -> FrameStats:
     return FrameStats(index, bool(props["VdfFace"]), details["steps"], details["inherited"], details["success"],
                       details["measures"], seconds=details["seconds"], change_scale=details["change_scale"],
                       floor_steps=details["floor_steps"], opening=details["opening"],
-                      between=details["between"])
+                      between=details["between"], hiding=details["hiding"])
 
 
 MEMORY_SHARE = 0.25  # of the machine's memory, the most the windows protected at once may hold

@@ -24,9 +24,10 @@ PRESET_HELP = (  # from the presets themselves, so the help cannot drift from th
     f"light: epsilon {round(_LIGHT.epsilon * 255)}/255, up to {_LIGHT.max_steps} steps a frame, every frame kept at "
     f"PSNR >= {_LIGHT.psnr_floor:g} dB (the least visible; it turns the head pose, rarely moves the landmarks); "
     f"balanced: {round(_BALANCED.epsilon * 255)}/255, up to {_BALANCED.max_steps} steps, every frame kept at "
-    f"PSNR >= {_BALANCED.psnr_floor:g} dB; strong: "
-    f"{_STRONG.epsilon:g}, up to {_STRONG.max_steps} steps and a harder check, no PSNR floor (the slowest; the "
-    "change can be visible).")
+    f"PSNR >= {_BALANCED.psnr_floor:g} dB; strong: {_STRONG.epsilon:g}, no PSNR floor (the change can be "
+    f"visible), each chunk's first frame attacked up to {_STRONG.max_steps} steps with a harder check, the frames "
+    "after it made to hide the face from the detector (their landmarks left alone); strong-landmarks: strong "
+    "attacking every frame's landmarks instead (the slowest).")
 FRAMES_IN_FLIGHT = 4  # decoded, protected frames waiting for the encoder
 
 
@@ -204,7 +205,7 @@ class _Job:
             frames = [{"frame": s.index, "face": s.face, "disrupted": s.disrupted, "steps": s.steps,
                        "inherited": s.inherited, "success": s.success, "measures": s.measures, "seconds": s.seconds,
                        "change_scale": s.change_scale, "floor_steps": s.floor_steps, "opening": s.opening,
-                       "between": s.between}
+                       "between": s.between, "hiding": s.hiding}
                       for s in stats]
             document = {"input": str(source), "output": str(output), "complete": True, "options": self.options,
                         "encoding": vars(self.encoding), "frames_limit": self.limit, "summary": summary,
@@ -222,6 +223,8 @@ def _summary_line(summary: dict) -> str:
     if summary["opening_frame"] is not None:
         line += (f"; the opening frame waited for {summary['opening_frame']['detector']} to lose the face: "
                  f"{'lost' if summary['opening_frame']['face_lost'] else 'still found'}")
+    if summary["hiding_frames"]:
+        line += f"; {_frames(summary['hiding_frames'])} waited for it to miss the face as they are (face-hiding runs)"
     if summary["optimised_again_for_psnr_floor"]:
         again = summary["optimised_again_for_psnr_floor"]
         line += (f"; {_frames(again)} {'was' if again == 1 else 'were'} optimised again within what the "

@@ -108,7 +108,9 @@ def summarise(stats: Sequence[FrameStats], waits: tuple[str, ...] = REQUIRED) ->
             "steps_per_face_frame": sum(s.steps for s in faces) / count,
             "all_targets_disrupted_fraction": sum(s.disrupted for s in faces) / count,
             "required_targets": required,
-            "required_disrupted_fraction": sum(all(s.success.get(name, False) for name in required)
+            # each frame's own: a face-hiding run's frames waited for the detector instead
+            "required_disrupted_fraction": sum(all(s.success.get(name, False)
+                                                   for name in ((detector,) if s.hiding else required))
                                                for s in faces) / count,
             "disrupted_count": disrupted,
             "disrupted_fraction": {name: value / count for name, value in disrupted.items()},
@@ -117,6 +119,8 @@ def summarise(stats: Sequence[FrameStats], waits: tuple[str, ...] = REQUIRED) ->
             "least_change_scale": min((s.change_scale for s in faces), default=1.0),
             # frames between two fully checked ones, checked (and counted above) on the frames as they are
             "checked_as_they_are": sum(s.between for s in faces),
+            # frames of face-hiding runs (they waited for the detector, not the landmarks)
+            "hiding_frames": sum(s.hiding for s in faces),
             # the video's first frame, where it waited for the detector (its finding as delivered)
             "opening_frame": None if opening is None or detector not in opening.success else
             {"frame": opening.index, "detector": detector, "face_lost": opening.success[detector],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .transforms import ROBUSTNESS, Family, Transform
 
@@ -66,6 +66,13 @@ class Preset:
     # nothing predicted from a neighbour), so a change there survives the delivery and the attacker's
     # re-encode as it does not elsewhere, and one frame without a face stops the ER-NeRF lineage's script.
     opening_steps: int = 0
+    # Where > 0 (and the preset opens frames), every chunk's first face frame opens like the video's, and each
+    # face frame after it inherits its predecessor's change as it is and waits, for at most this many steps,
+    # for the opening's detector to miss the face on the frame as it is, attacking that detector alone: a run
+    # of frames without a face. A change that moves smoothly from frame to frame survives a video encode (the
+    # P-frames keep it as an intra frame does), where changes that differ from their neighbours do not. The
+    # price: the landmarks on those frames are left as the hiding leaves them (0 steps spent on them).
+    hide_steps: int = 0
     # Whether a step also attacks, in turn, the targets a frame does not wait for. Off where a PSNR floor
     # binds: at 36 dB not one detector or selfie frame was ever disrupted on the samples, and the turn
     # cost franck 1.4x the seconds per frame (24 frames, one process) for no measured gain.
@@ -121,8 +128,12 @@ PRESETS = {
     "balanced": Preset("balanced", epsilon=14 / 255, max_steps=60, opening_steps=200,
                        check=(Transform("h264", 28), Transform("identity")), full_check_every=2),
     "strong": Preset("strong", epsilon=0.05, max_steps=150, margin=1.5, ssim_floor=0.92, psnr_floor=None, check=(
-        Transform("identity"), Transform("h264", 28), Transform("scale", 0.5)), attack_all=True, opening_steps=300),
+        Transform("identity"), Transform("h264", 28), Transform("scale", 0.5)), attack_all=True, opening_steps=300,
+        hide_steps=40),
 }
+# strong's budget and check with every frame attacking the landmarks instead of hiding the face (strong before
+# its face-hiding runs): the landmarks of every frame, the face found on all but the opening frame.
+PRESETS["strong-landmarks"] = replace(PRESETS["strong"], name="strong-landmarks", hide_steps=0)
 
 
 def get(name: str) -> Preset:
