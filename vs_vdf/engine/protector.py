@@ -213,8 +213,9 @@ class Protector:
         rows = ref.face.nonzero()[:, 0]
         protected = clean.clone()
         if rows.numel():
-            hide = not self.joint and self.opening_steps > 0 and self.hide_steps > 0
-            opening = hide or (opens_video and not self.joint and self.opening_steps > 0 and int(rows[0]) == 0)
+            opens = not self.joint and self.opening_steps > 0
+            hide = opens and self.hide_steps > 0
+            opening = hide or (opens and opens_video and int(rows[0]) == 0)
             scene = _Scene.of(canvas, work, ref, rows, self.method, self.required,
                               presets.opening_wait(self.targets) if opening else None,
                               1 if self.joint else self.settings.full_check_every, hide)
@@ -515,7 +516,7 @@ class _Scene:
 
     def hides_at(self, j: int) -> bool:
         """Whether frame ``j`` is in a face-hiding run (it follows an opening or hiding frame)."""
-        return self.hide and self.opening_wait is not None and self.follows(j)
+        return self.hide and self.follows(j)
 
     def between_at(self, j: int) -> bool:
         """Whether frame ``j`` lies between two fully checked frames (the video's first frame never does)."""
