@@ -130,6 +130,36 @@ def test_the_video_s_first_frame_waits_for_the_detector_to_lose_the_face(frames)
         assert Protector(preset).opening_steps > Protector(preset).max_steps
 
 
+def test_balanced_checks_its_opening_frame_after_an_intra_encode_at_the_delivery_s_crf(frames, monkeypatch):
+    """The video's first frame is an intra frame in every encode: balanced checks its detector after one intra
+    H.264 encode at CRF 18 (the default delivery, the ER-NeRF lineage's re-encode), the landmarks as usual."""
+    preset = presets.get("balanced")
+    assert preset.opening_check == (Transform("h264", 18),) and presets.get("strong").opening_check == ()
+    protector = Protector(preset, targets=("blazeface_short", "facemesh", "headpose"), max_steps=2)
+    checking, checked = [], []
+    real_passes, real_call = protector._passes, Transform.__call__
+
+    def passes(protected, scene, margin=None):
+        checking.append(scene.opening)
+        try:
+            return real_passes(protected, scene, margin)
+        finally:
+            checking.pop()
+
+    def call(transform, images):
+        if checking:
+            checked.append((checking[-1], transform))
+        return real_call(transform, images)
+
+    monkeypatch.setattr(protector, "_passes", passes)
+    monkeypatch.setattr(Transform, "__call__", call)
+    _, stats = protector.protect(frames[:1], opens_video=True)
+    assert stats[0].opening
+    assert {transform for opening, transform in checked if opening} == {Transform("h264", 18)}
+    landmarks = {transform for opening, transform in checked if not opening}  # the first failing variant ends a check
+    assert Transform("h264", 28) in landmarks and landmarks <= set(preset.check)
+
+
 def test_without_face_hiding_runs_only_the_window_at_frame_0_opens_the_video(frames):
     from vs_vdf.engine.chunks import protect_video
 

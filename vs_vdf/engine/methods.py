@@ -49,6 +49,7 @@ class Settings:
     opening_steps: int = 0  # the video's first frame's extra steps against the face detector; 0: none
     full_check_every: int = 1  # frames of a chunk between two multiples of this are checked as they are only
     hide_steps: int = 0  # a face-hiding run's frames' step limit (the preset's ``hide_steps``); 0: no run
+    opening_variants: tuple[Transform, ...] = ()  # what the opening frame's detector is checked on; (): ``variants``
 
 
 class Vdf:
@@ -62,7 +63,7 @@ class Vdf:
         return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
                         preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
                         1.0 if self.inherits else 0.0, False, preset.check, preset.opening_steps,
-                        preset.full_check_every, preset.hide_steps if self.inherits else 0)
+                        preset.full_check_every, preset.hide_steps if self.inherits else 0, preset.opening_check)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
         return DualDomain(count, height, width, epsilon, joint=joint)

@@ -411,6 +411,8 @@ class Protector:
         settings = self.settings if margin is None else replace(self.settings, margin=margin)
         if scene.between or scene.hiding:
             settings = replace(settings, variants=BETWEEN_CHECK, margin=1.0)
+        elif scene.opening and settings.opening_variants:
+            settings = replace(settings, variants=settings.opening_variants)
         for variant in settings.variants:
             if not scene.opening:
                 passed = self.method.passes(self.objectives, variant(protected), scene.ref, settings,
