@@ -67,7 +67,7 @@ class Preset:
     # re-encode as it does not elsewhere, and one frame without a face stops the ER-NeRF lineage's script.
     opening_steps: int = 0
     # What the opening frame's detector score is checked on (empty: ``check``). That frame is an intra frame in
-    # every encode, so an intra encode at the delivery's CRF models what the viewer and the attacker get.
+    # every encode, so an intra encode at the default delivery's CRF models what the viewer and the attacker get.
     opening_check: tuple[Transform, ...] = ()
     # Where > 0 (and the preset opens frames), every chunk's first face frame opens like the video's, and each
     # face frame after it inherits its predecessor's change as it is and waits, for at most this many steps,
@@ -137,7 +137,8 @@ class Preset:
 PRESETS = {
     "light": Preset("light", epsilon=6 / 255, max_steps=30, margin=1.15, ssim_floor=0.975, psnr_floor=40.0,
                     waits=("headpose", "fan2d_pose")),
-    "balanced": Preset("balanced", epsilon=14 / 255, max_steps=60, opening_steps=100, opening_check=(Transform("h264", 18),),
+    "balanced": Preset("balanced", epsilon=14 / 255, max_steps=60, opening_steps=100,
+                       opening_check=(Transform("h264", 18),),
                        check=(Transform("h264", 28), Transform("identity")), full_check_every=2),
     "strong": Preset("strong", epsilon=0.05, max_steps=150, margin=1.5, ssim_floor=0.92, psnr_floor=None, check=(
         Transform("identity"), Transform("h264", 28), Transform("scale", 0.5)), attack_all=True, opening_steps=300,
