@@ -13,7 +13,7 @@ from vs_vdf import samples
 from vs_vdf.engine import Protector, metrics, presets
 from vs_vdf.engine.adam import Adam
 from vs_vdf.engine.budget import budget
-from vs_vdf.engine.canvas import Canvas
+from vs_vdf.engine.canvas import Canvas, fft_friendly
 from vs_vdf.engine.chunks import summarise
 from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24
 from vs_vdf.engine.protector import FrameStats
@@ -308,6 +308,11 @@ def test_cost_follows_the_face_not_the_frame(protector, frames):
     assert medium.working[0] < 576 and medium.size[1] < medium.working[1]
 
 
+def test_canvas_sides_have_only_small_prime_factors():
+    """The perturbation's FFT runs on the canvas every step: its sides are rounded up to 2^a 3^b 5^c."""
+    assert [fft_friendly(n) for n in (1, 7, 333, 518, 540, 541)] == [1, 8, 360, 540, 540, 576]
+
+
 def test_the_attack_sees_the_delivered_round_trip_at_the_canvas_size():
     """The canvas's enlarge-then-shrink, applied as one matrix per axis, equals the two resamplings it models."""
     canvas = Canvas((1080, 1920), (270, 480), (61, 53), torch.zeros(1, 2, dtype=torch.long))
@@ -503,6 +508,9 @@ def test_metric_definitions():
     for window in (7, 11):
         assert torch.allclose(metrics.ssim_map(image, other, window), kornia_ssim(image, other, window, padding="valid"),
                               atol=1e-5)
+    against_image = metrics.SsimTo(image)  # the optimisation's form: the reference filtered once, then chosen rows
+    assert torch.allclose(against_image.select(slice(1, 2))(other[1:]),
+                          kornia_ssim(other[1:], image[1:], 11, padding="valid"), atol=1e-5)
     noisy = (image + 4 / 255).clamp(0, 1)
     assert 30 < float(metrics.psnr(noisy, image).mean()) < 37
 
@@ -544,6 +552,9 @@ def test_with_the_delivery_known_the_floor_holds_on_the_encoded_frames(frames):
     untold, untold_stats = Protector("balanced", **fast).protect(close_up)
     budget = 255 ** 2 * 10 ** (-36 / 10)  # 36 dB as a mean squared error in 8-bit levels
     assert bool((delivery.error(told, close_up) <= budget).all())
+    # a chunk that does not open the video (the default) keeps a wider margin, since its own encode runs optimistic
+    opening, _ = Protector("balanced", **fast, delivery={"crf": 23}).protect(close_up, opens_video=True)
+    assert float(delivery.error(told, close_up).amax()) < float(delivery.error(opening, close_up).amax())
     assert not bool((delivery.error(untold, close_up) <= budget).all())
     # frames the encode pushed below the floor, and which scaled down would fail the check after 4 steps,
     # were optimised again within what it left them
