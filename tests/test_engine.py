@@ -574,3 +574,19 @@ def test_a_frame_still_disrupted_once_scaled_to_the_floor_is_not_optimised_again
                            delivery={"crf": 23}).protect(close_up)
     assert bool((Delivery(crf=23).error(out, close_up) <= 255 ** 2 * 10 ** (-36 / 10)).all())
     assert not any(s.floor_steps for s in stats) and any(s.change_scale < 1 for s in stats)
+
+
+@pytest.mark.parametrize("short_by_db, optimised_again", [(0.2, False), (0.6, True)])
+def test_a_frame_short_of_the_mid_stream_margin_only_is_scaled_not_optimised_again(frames, monkeypatch,
+                                                                                     short_by_db, optimised_again):
+    """A chunk after the video's first keeps the floor by a wider margin, only because its own encode runs
+    optimistic: a frame short of that margin but not of the first chunk's is scaled down, not optimised again."""
+    from vs_vdf.engine import protector
+
+    monkeypatch.setattr(protector._Repair, "still_passes", lambda self, protector, delivered, j: False)
+    encoded = 255 ** 2 * 10 ** (-(36 + protector.MID_STREAM_MARGIN_DB - short_by_db) / 10)  # the same every pass
+    monkeypatch.setattr(Delivery, "error", lambda self, frames, reference: torch.full((frames.shape[0],), encoded))
+    out, stats = Protector("balanced", targets=("facemesh", "headpose"), max_steps=4,
+                           delivery={"crf": 18}).protect(frames[:2])
+    assert any(s.floor_steps for s in stats) == optimised_again
+    assert all(s.change_scale < 1 for s in stats)
