@@ -386,8 +386,8 @@ class Protector:
 
     def _keep_floor_through_delivery(self, canvas: Canvas, clean: torch.Tensor, decoded: torch.Tensor,
                                      protected: torch.Tensor, changes: torch.Tensor, rows: torch.Tensor,
-                                     stats: list[FrameStats], repair: "_Repair | None",
-                                     mid_stream: bool = False) -> None:
+                                     stats: list[FrameStats], repair: "_Repair | None", *,
+                                     mid_stream: bool) -> None:
         """Encode the chunk as the delivery will (``mid_stream``: it does not open the video, so the estimate
         keeps the floor by MID_STREAM_MARGIN_DB); a face frame whose encoded error breaks the preset's floor is
         delivered again within the error the encode measurably left it instead of the assumed one: its change
