@@ -217,6 +217,21 @@ def test_a_step_attacks_the_others_in_turn_only_where_the_preset_attacks_all(fra
         assert set(losses) == expected
 
 
+def test_a_check_failing_in_the_clean_crop_stops_before_the_detection(protector, protected, frames, monkeypatch):
+    """The meshes are measured in the clean crop first: a clean frame fails there without running the
+    detector that gives the other crop; a frame past that bound is judged on both crops as before."""
+    objectives, clean = protector.objectives, frames[:1]
+    ref = objectives.reference(clean)
+    detections = []
+    monkeypatch.setattr(objectives, "crops", lambda *args: detections.append(1) or type(objectives).crops(
+        objectives, *args))
+    assert not protector.method.passes(objectives, clean, ref, protector.settings, protector.required)
+    assert detections == []
+    anything_changed_passes = replace(protector.settings, margin=1e-6)  # a threshold this low: any change passes
+    assert protector.method.passes(objectives, protected[0][:1], ref, anything_changed_passes, protector.required)
+    assert detections == [1]
+
+
 def test_by_default_a_preset_loads_only_what_it_attacks_and_gives_the_same_pixels(frames):
     """What balanced would only measure (the detectors but the opening frame's, the selfie segmenter) is left
     to `vdf evaluate`."""
@@ -265,7 +280,8 @@ def test_frames_between_the_fully_checked_ones_wait_for_the_frames_as_they_are(f
     measured = []
     real_measures = protector.objectives.measures
     monkeypatch.setattr(protector.objectives, "measures",
-                        lambda seen, ref, names: measured.append(seen.shape[0]) or real_measures(seen, ref, names))
+                        lambda seen, ref, names, **kwargs: measured.append(seen.shape[0])
+                        or real_measures(seen, ref, names, **kwargs))
     _, stats = protector.protect(frames)
     assert [s.between for s in stats] == [False, True, False]
     for row, variants, margin in checked:

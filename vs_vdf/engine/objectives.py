@@ -203,11 +203,12 @@ class Objectives:
                     frames.shape[0]).nan_to_num()
         return out
 
-    def _mesh_regions(self, frames: torch.Tensor, ref: Reference, rows: torch.Tensor) -> list[torch.Tensor]:
+    def _mesh_regions(self, frames: torch.Tensor, ref: Reference, rows: torch.Tensor,
+                      clean_crop_only: bool = False) -> list[torch.Tensor]:
         """The FaceMesh crops of frames ``rows`` that count: the clean frame's, and with ``detected_crops``
-        the one the frames' own detection gives."""
+        (unless ``clean_crop_only``) the one the frames' own detection gives."""
         regions = [ref.rois[rows]]
-        if self.detected_crops:
+        if self.detected_crops and not clean_crop_only:
             regions.append(self.crops(frames, ref)[rows])
         return regions
 
@@ -239,9 +240,11 @@ class Objectives:
         return proposal + extra
 
     @torch.no_grad()
-    def measures(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def measures(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...],
+                 clean_crop_only: bool = False) -> dict[str, torch.Tensor]:
         """Per target, its measure per frame (T): detectors the best face score (MTCNN: faces found),
-        landmarks NME, head pose error in degrees, segmenters mask IoU."""
+        landmarks NME, head pose error in degrees, segmenters mask IoU. ``clean_crop_only``: the meshes in
+        the clean frame's crop alone, without the detection (a bound: the least disrupted crop counts)."""
         models, out, count = self.models, {}, frames.shape[0]
         self.evaluations["forward"] += len(names) * count
         rows = ref.face.nonzero()[:, 0]  # landmarks and pose exist only where the clean frame had a face
@@ -252,7 +255,7 @@ class Objectives:
             if name in names and rows.numel() == 0:
                 out[name] = frames.new_full((count,), float("nan"))
         meshed = _meshes_run(names)
-        regions = self._mesh_regions(frames, ref, rows) if meshed and rows.numel() else []
+        regions = self._mesh_regions(frames, ref, rows, clean_crop_only) if meshed and rows.numel() else []
         for name in meshed if rows.numel() else ():
             # every crop in one batch; per frame, the least disrupted of them counts
             landmarks, _ = models[name](frames, torch.cat(regions), rows.repeat(len(regions)))
