@@ -15,7 +15,7 @@ from vs_vdf.engine.adam import Adam
 from vs_vdf.engine.budget import budget
 from vs_vdf.engine.canvas import Canvas, fft_friendly
 from vs_vdf.engine.chunks import summarise
-from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24
+from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24, yuv420_levels
 from vs_vdf.engine.protector import FrameStats
 from vs_vdf.engine.resampling import axis_matrix
 from vs_vdf.engine.transforms import ROBUSTNESS, Transform, quantise, sample
@@ -456,6 +456,7 @@ def test_an_encode_repeated_gives_the_same_frames(frames):
     noisy = (frames + 0.03 * torch.randn(frames.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     errors = [Delivery().error(noisy, frames) for _ in range(4)]
     assert all(torch.equal(errors[0], e) for e in errors[1:])
+    assert torch.equal(Delivery().error(noisy, yuv420_levels(frames)), errors[0])  # the reference converted once
     videos = [roundtrip(noisy, 23) for _ in range(4)]
     assert all(torch.equal(videos[0], v) for v in videos[1:])
 

@@ -108,6 +108,11 @@ def _yuv420(frames: torch.Tensor) -> list[torch.Tensor]:
     return [plane.round().clamp(0, 255) for plane in (luma, *(F.avg_pool2d(c[:, None], 2)[:, 0] for c in chroma))]
 
 
+def yuv420_levels(frames: torch.Tensor) -> list[torch.Tensor]:
+    """Y, U and V of float RGB frames as 8-bit levels (``uint8``: an eighth of the float64 planes' memory)."""
+    return [plane.to(torch.uint8) for plane in _yuv420(frames)]
+
+
 def _yuv_pictures(planes: list[torch.Tensor]) -> list:
     """The planes as yuv420p pictures for the encoder."""
     height, width = planes[0].shape[1:]
@@ -138,15 +143,17 @@ class Delivery:
     bitrate: int | None = None  # bits per second; replaces crf
     preset: str = "medium"
 
-    def error(self, frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    def error(self, frames: torch.Tensor, reference: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """Per frame, the mean squared error (8-bit RGB levels squared) of ``frames`` (float RGB, as the writer
-        gets them: ``protector.with_change``) once encoded this way, against ``reference``: measured between
+        gets them: ``protector.with_change``) once encoded this way, against ``reference`` (frames, or their
+        ``yuv420_levels`` where several encodes are measured against the same frames): measured between
         4:2:0 pictures and carried to RGB, so the rounding of the RGB/4:2:0 conversion is not counted, while
         the change and the encode's loss of part of it are."""
         height, width = frames.shape[-2:]
         decoded = _coded(_yuv_pictures(_yuv420(frames)), self.crf, self.codec, self.bitrate, self.preset, Fraction(25))
-        clean = _yuv420(reference)
-        return torch.stack([
-            torch.einsum("cd,dhw->chw", _YUV_TO_RGB, _full_size(_picture_planes(after), height, width)
-                         - _full_size([plane[index].float() for plane in clean], height, width)).pow(2).mean()
-            for index, after in enumerate(decoded)])
+        clean = yuv420_levels(reference) if isinstance(reference, torch.Tensor) else reference
+        return torch.stack([  # the difference taken on the 4:2:0 planes, then spread over the frame
+            torch.einsum("cd,dhw->chw", _YUV_TO_RGB, _full_size(
+                [after - plane[index].float() for after, plane in zip(_picture_planes(picture), clean)],
+                height, width)).pow(2).mean()
+            for index, picture in enumerate(decoded)])

@@ -29,7 +29,7 @@ from ..errors import VdfError
 from . import presets
 from .adam import Adam
 from .canvas import SSIM_WINDOW, Canvas
-from .codec import Delivery
+from .codec import Delivery, yuv420_levels
 from .methods import METHODS
 from .metrics import SsimTo, grey_ssim, psnr, to_8bit
 from .objectives import Objectives, Reference
@@ -400,8 +400,9 @@ class Protector:
 
         budget = as_error(MID_STREAM_MARGIN_DB if mid_stream else DELIVERY_MARGIN_DB)
         repair_above = as_error(DELIVERY_MARGIN_DB)  # a frame short of the wider margin only is just scaled
+        reference = yuv420_levels(decoded)  # converted once for every pass
         for delivery_pass in range(DELIVERY_PASSES):
-            encoded = self.delivery.error(with_change(decoded, clean, protected), decoded).tolist()
+            encoded = self.delivery.error(with_change(decoded, clean, protected), reference).tolist()
             short = [(j, row) for j, row in enumerate(rows.tolist()) if encoded[row] > budget]
             for j, row in short:
                 change = float((to_8bit(protected[row]) - to_8bit(clean[row])).pow(2).mean())
