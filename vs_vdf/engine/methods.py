@@ -93,8 +93,9 @@ class Vdf:
                required: tuple[str, ...]) -> bool:
         """Every required target disrupted, with the margin, on one check variant's frames. The meshes are
         measured first in the clean frame's crop alone: a frame that fails there fails (the least disrupted
-        crop counts), and most failing checks stop there, before the detection and the other models."""
-        first = tuple(name for name in required if name in MESH_FIRST)
+        crop counts), and most failing checks stop there, before the detection and the other models (where
+        the clean crop is the only one, the check measures everything once)."""
+        first = tuple(name for name in required if name in MESH_FIRST) if objectives.detected_crops else ()
         if first and not self._all_disrupted(objectives, objectives.measures(seen, ref, first, clean_crop_only=True),
                                              settings.margin):
             return False
