@@ -79,6 +79,29 @@ def test_tflite_port_matches_litert_on_real_frames(name, real_frames):
             assert _relative_error(output[frame:frame + 1].numpy(), reference) <= 1e-4, (name, frame)
 
 
+def test_tflite_layers_run_channels_last_whatever_the_input_layout(real_frames):
+    """Max pooling in NCHW memory order is up to 10x slower on the CPU, and the engine feeds the nets crops
+    (NCHW tensors seen as NHWC): every convolution and pooling must get channels-last tensors whatever the
+    input's layout, with the same result."""
+    from vs_vdf.surrogates.tflite_torch import _Conv, _Pool
+
+    net = surrogates.load("facemesh").net
+    pixels = F.interpolate(real_frames, size=(192, 192), mode="bilinear", antialias=True,
+                           align_corners=False).contiguous()  # NCHW in memory, as a crop's grid sampling gives
+    layouts: list[bool] = []
+    hooks = [op.register_forward_pre_hook(
+        lambda _, inputs: layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+        for op in net.ops if isinstance(op, (_Conv, _Pool))]
+    try:
+        as_cropped = net(pixels.permute(0, 2, 3, 1))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(layouts) > 10 and all(layouts)
+    for ours, plain in zip(as_cropped, net(pixels.permute(0, 2, 3, 1).contiguous())):
+        torch.testing.assert_close(ours, plain, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["faceapi68", "faceapi68_tiny"])
 def test_faceapi_port_matches_face_api_js(name, real_frames, tmp_path):
     if shutil.which("node") is None or not (FACEAPI_REFERENCE / "node_modules").is_dir():
