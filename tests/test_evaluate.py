@@ -14,7 +14,7 @@ from vs_vdf.cli import main
 from vs_vdf.engine import Protector
 from vs_vdf.engine.codec import roundtrip
 from vs_vdf.evaluation.analysis import Analyst
-from vs_vdf.evaluation.evaluate import evaluate
+from vs_vdf.evaluation.evaluate import evaluate, one_line
 from vs_vdf.evaluation.purify import PURIFIERS
 from vs_vdf.media.frames import read_frames
 
@@ -60,6 +60,21 @@ def test_every_pipeline_and_purification_runs(clean):
     assert ernerf["would_crash"] in (True, False) and 0 <= ernerf["background_plate_head_leak"] <= 1
     assert ernerf["models"]["facemesh"]["disrupted_fraction"] >= 0
     assert geneface["would_crash"] is False and "tracked_facemesh" in geneface
+
+
+def test_a_first_frame_without_a_face_stops_the_genefacepp_path_and_the_rest_is_still_tracked(analyst, clean):
+    """The protected video's opening frame hides the face, which stops GeneFace++'s tracking at frame 0; an
+    attacker who cuts that frame gets the rest, so the tracked figures start at the first face found."""
+    protected = clean[:3].clone()
+    protected[0] = 0.5  # a flat grey frame: no face
+    document = evaluate(clean[:3], protected, Fraction(24), analyst=analyst, pipelines=("genefacepp",),
+                        purifications=())
+    geneface = document["pipelines"]["genefacepp"]
+    assert geneface["would_crash"] is True and geneface["frames_without_face"] == [0]
+    tracked = geneface["tracked_facemesh"]
+    assert tracked["from_frame"] == 1 and tracked["disrupted_fraction"] == 0 and tracked["nme_mean"] < 0.05
+    assert geneface["tracked_headpose"]["from_frame"] == 1
+    assert "tracked after GeneFace++ path 0% (from frame 1: the path stops at frame 0)" in one_line(document)
 
 
 def test_cli_writes_the_design_keys_and_an_offline_html(clips, tmp_path):

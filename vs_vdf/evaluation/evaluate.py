@@ -108,9 +108,13 @@ def one_line(document: dict) -> str:
             parts.append(f"{label} {models[name]['disrupted_fraction']:.0%}")
     if "headpose" in models:
         parts.append(f"pose error {models['headpose']['pose_error_deg_mean']:.1f} deg")
-    if "ernerf" in document["pipelines"]:
-        fm = document["pipelines"]["ernerf"]["models"].get("facemesh")
-        if fm:
-            parts.append(f"after ER-NeRF path {fm['disrupted_fraction']:.0%}")
+    ernerf, geneface = (document["pipelines"].get(name) for name in ("ernerf", "genefacepp"))
+    if ernerf and "facemesh" in ernerf["models"]:
+        parts.append(f"after ER-NeRF path {ernerf['models']['facemesh']['disrupted_fraction']:.0%}")
+    if geneface and "tracked_facemesh" in geneface:
+        tracked = geneface["tracked_facemesh"]
+        cut = f" (from frame {tracked['from_frame']}: the path stops at frame 0)" if geneface["would_crash"] else ""
+        parts.append(f"tracked after GeneFace++ path {tracked['disrupted_fraction']:.0%}{cut}")
+    if ernerf:
         parts.append(attacker_models_text(document))
     return "; ".join(parts)

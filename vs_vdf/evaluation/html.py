@@ -121,6 +121,8 @@ def render(document: dict, clean: torch.Tensor, protected: torch.Tensor, analyst
                       "fan2d_pose", "bisenet"):
             if model in entry["models"]:
                 row[f"{model} disrupted"] = entry["models"][model]["disrupted_fraction"]
+        if "tracked_facemesh" in entry:  # from the first frame with a face on
+            row["tracked facemesh disrupted"] = entry["tracked_facemesh"]["disrupted_fraction"]
         pipeline_rows.append(row)
     pipeline_columns = sorted({k for r in pipeline_rows for k in r if k != "_name"})
     purification_rows = [{"_name": name, "PSNR": entry["fidelity"]["psnr_db"], **entry["retention"]}

@@ -168,8 +168,9 @@ def _landmark_figures(models: dict, landmarks: torch.Tensor, reference: torch.Te
 @torch.no_grad()
 def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fps) -> dict:
     """Models on the re-encoded 512 x 512 frames, plus FaceMesh tracked as that pipeline does: on the
-    frame's own detection, reusing the previous landmarks when no face is found (none on the first
-    frame stops the run)."""
+    frame's own detection, reusing the previous landmarks when no face is found. No face on the first frame
+    stops the run (``would_crash``); the tracked figures are then those of an attacker who cuts the frames
+    before the first face found (``from_frame``), so a crash does not hide how the rest would fare."""
     from ..surrogates.chain import acquire
 
     seen_clean, seen = genefacepp(clean, fps), genefacepp(protected, fps)
@@ -179,32 +180,35 @@ def genefacepp_replica(analyst, clean: torch.Tensor, protected: torch.Tensor, fp
         return result
     pose = models.get("headpose")
 
-    def track(frames: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
-        landmarks, missing, previous = [], [], None
+    def track(frames: torch.Tensor) -> tuple[torch.Tensor | None, int | None, list[int]]:
+        """The tracked landmarks from the first frame with a face on, that frame, and the frames without one."""
+        landmarks, missing, previous, first = [], [], None, None
         for part in _batches(frames.shape[0]):
             face = acquire(models, frames[part], pose=False)
             for offset, found in enumerate(face.found.tolist()):
                 index = part.start + offset
                 if found:
                     previous = face.landmarks["facemesh"][offset:offset + 1]
+                    first = index if first is None else first
                 else:
                     missing.append(index)
-                    if previous is None:
-                        return None, missing
-                landmarks.append(previous)
-        return torch.cat(landmarks), missing
+                if previous is not None:
+                    landmarks.append(previous)
+        return (torch.cat(landmarks) if landmarks else None), first, missing
 
-    reference, _ = track(seen_clean)
-    tracked, missing = track(seen)
+    reference, clean_first, _ = track(seen_clean)
+    tracked, first, missing = track(seen)
     result["frames_without_face"] = missing
-    result["would_crash"] = tracked is None
+    result["would_crash"] = first != 0
     if tracked is not None and reference is not None:
+        start = max(first, clean_first)
+        tracked, reference = tracked[start - first:], reference[start - clean_first:]
         shift = metrics.nme(tracked, reference, metrics.FACEMESH_EYES)
-        result["tracked_facemesh"] = {"nme_mean": float(shift.mean()),
+        result["tracked_facemesh"] = {"nme_mean": float(shift.mean()), "from_frame": start,
                                       "disrupted_fraction": float(targets.disrupted("facemesh", shift).float().mean())}
         if pose is not None:
             error = metrics.pose_error_degrees(pose(tracked)["rotation"], pose(reference)["rotation"])
             result["tracked_headpose"] = {
-                "pose_error_deg_mean": float(error.mean()),
+                "pose_error_deg_mean": float(error.mean()), "from_frame": start,
                 "disrupted_fraction": float(targets.disrupted("headpose", error).float().mean())}
     return result
