@@ -1,12 +1,13 @@
 """Run a `.tflite` face model as a frozen, differentiable PyTorch module.
 
-The attack needs gradients through the exact networks MediaPipe ships, so instead of an
-interpreter we translate the flatbuffer op by op. Weights become buffers (frozen); the input
-stays differentiable. Tensors are indexed NCHW inside, as torch's operators expect, but kept in
-channels-last memory order whatever the caller's layout: on the CPU, max pooling in the NCHW order is
-up to 10x slower, and a channels-last input keeps every layer in that order. The module takes and returns
-tensors exactly like the `.tflite` file (NHWC, same shapes and value range), with any batch size. Only the operators these models use are covered; anything else is refused at
-load time with its name.
+The attack needs gradients through the exact networks MediaPipe ships, so instead of an interpreter
+we translate the flatbuffer op by op. Weights become buffers (frozen); the input stays
+differentiable. Tensors are indexed NCHW inside, as torch's operators expect, but kept in
+channels-last memory order whatever the caller's layout: on the CPU, max pooling in the NCHW order
+is up to 10x slower, and a channels-last input keeps every layer in that order. The module takes and
+returns tensors exactly like the `.tflite` file (NHWC, same shapes and value range), with any batch
+size. Only the operators these models use are covered; anything else is refused at load time with
+its name.
 """
 
 from __future__ import annotations
