@@ -57,16 +57,18 @@ def psnr(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(255.0 ** 2 / mse)
 
 
-def _gaussian(window: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+def gaussian_kernel(window: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """The normalised 1-D Gaussian of ``window`` taps (``like``'s dtype and device)."""
     offsets = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
     kernel = torch.exp(-offsets.pow(2) / (2 * sigma ** 2))
     return (kernel / kernel.sum()).to(like)
 
 
-def _local_means(stack: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Every channel of ``stack`` through one grouped separable Gaussian filter, no padding. In channels-last
-    order, where oneDNN's depthwise convolution is far faster on the CPU: forward and backward of a 9-channel
-    288 x 360 stack took 6.7 against 19.4 ms, with the same values."""
+def gaussian_filter(stack: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Every channel of ``stack`` through the separable filter ``kernel`` (1-D) as one grouped convolution,
+    no padding. In channels-last order, where oneDNN's depthwise convolution is far faster on the CPU: forward
+    and backward of a 9-channel 288 x 360 stack took 6.7 against 19.4 ms, with the same values (kornia's
+    Gaussian blur of a 3-channel frame: 5.8-18 against 2.5-3.7 ms)."""
     groups, window = stack.shape[1], kernel.numel()
 
     def taps(shape: tuple[int, ...]) -> torch.Tensor:
@@ -85,8 +87,8 @@ class SsimTo:
     C1, C2 = 0.01 ** 2, 0.03 ** 2
 
     def __init__(self, reference: torch.Tensor, window: int = 11, sigma: float = 1.5):
-        self.reference, self.kernel = reference, _gaussian(window, sigma, reference)
-        mean, square = _local_means(torch.cat([reference, reference * reference], 1), self.kernel).split(
+        self.reference, self.kernel = reference, gaussian_kernel(window, sigma, reference)
+        mean, square = gaussian_filter(torch.cat([reference, reference * reference], 1), self.kernel).split(
             reference.shape[1], 1)
         self._twice_mean = 2 * mean
         self._mean_term = mean.pow(2) + self.C1
@@ -101,7 +103,7 @@ class SsimTo:
         return chosen
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        mean, square, product = _local_means(torch.cat([images, images * images, images * self.reference], 1),
+        mean, square, product = gaussian_filter(torch.cat([images, images * images, images * self.reference], 1),
                                              self.kernel).split(images.shape[1], 1)
         cross = self._twice_mean * mean  # 2 x the product of the two local means
         return (cross + self.C1) * (2 * product - cross + self.C2) / \

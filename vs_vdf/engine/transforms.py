@@ -3,8 +3,8 @@ optimisation samples from (expectation over transformation).
 
 Every transform returns a frame of the input size, so landmarks stay in the clean frame's
 coordinates: a rescale goes to the new size and back, which loses exactly the detail a model working
-at that size would miss. The codec is the real encoder with a straight-through gradient; JPEG is
-kornia's differentiable JPEG.
+at that size would miss. The codec is the real encoder with a straight-through gradient; JPEG is a
+differentiable model of libjpeg's round trip (``jpeg.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import codec
+from . import codec, jpeg
+from .metrics import gaussian_filter, gaussian_kernel
+from .resampling import apply_bands, round_trip_bands
 
 
 KINDS = ("identity", "scale", "size", "jpeg", "blur", "h264")
@@ -31,12 +33,12 @@ def quantise(frames: torch.Tensor) -> torch.Tensor:
 
 
 def rescale(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resample to ``size`` (H, W) and back, bilinear with anti-aliasing when shrinking."""
-    original = frames.shape[-2:]
-    resized = F.interpolate(frames, size=size, mode="bilinear", align_corners=False,
-                            antialias=size[0] < original[0] or size[1] < original[1])
-    return F.interpolate(resized, size=original, mode="bilinear", align_corners=False,
-                         antialias=original[0] < size[0] or original[1] < size[1])
+    """Resample to ``size`` (H, W) and back, bilinear with anti-aliasing when shrinking (``F.interpolate``'s
+    values), as one banded matrix per axis: a 288 x 360 frame's round trip through twice its size took 2.2
+    against 16.5 ms forward and backward."""
+    height, width = frames.shape[-2:]
+    across = apply_bands(frames, round_trip_bands(width, size[1]), -1)
+    return apply_bands(across, round_trip_bands(height, size[0]), -2)
 
 
 @dataclass(frozen=True)
@@ -59,27 +61,15 @@ class Transform:
         if self.kind == "size":
             return rescale(frames, (int(self.value), int(self.value)))
         if self.kind == "jpeg":
-            from kornia.enhance import jpeg_codec_differentiable
-
-            quality = frames.new_full((frames.shape[0],), self.value)
-            return _padded_to_16(frames, lambda x: jpeg_codec_differentiable(x.clamp(0, 1), quality))
+            return jpeg.roundtrip(frames.clamp(0, 1), self.value)
         if self.kind == "blur":
-            from kornia.filters import gaussian_blur2d
-
             radius = max(1, int(3 * self.value + 0.5))
-            return gaussian_blur2d(frames, (2 * radius + 1,) * 2, (self.value, self.value), border_type="replicate")
+            kernel = gaussian_kernel(2 * radius + 1, self.value, frames)
+            return gaussian_filter(F.pad(frames, (radius,) * 4, mode="replicate"), kernel)
         return frames + (codec.roundtrip(frames, self.value, intra=True) - frames).detach()  # h264
 
     def __str__(self) -> str:
         return self.kind if self.kind == "identity" else f"{self.kind}:{self.value:g}"
-
-
-def _padded_to_16(frames: torch.Tensor, function) -> torch.Tensor:
-    """kornia's JPEG needs sides that are multiples of 16: pad by replication, apply, crop back."""
-    height, width = frames.shape[-2:]
-    pad_h, pad_w = -height % 16, -width % 16
-    padded = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else frames
-    return function(padded)[..., :height, :width]
 
 
 @dataclass(frozen=True)
