@@ -14,14 +14,14 @@ and added there; every pixel outside it keeps its input value.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from scipy.fft import next_fast_len
 
 from .budget import head_extent
-from .resampling import axis_matrix
+from .resampling import apply_bands, round_trip_bands
 from .transforms import quantise
 
 # Long side of the largest face box in the working frames, pixels: no attacked model sees a face larger
@@ -44,7 +44,6 @@ class Canvas:
     working: tuple[int, int]  # H, W of the working frames
     size: tuple[int, int]  # H, W of every canvas, working pixels
     origins: torch.Tensor  # T x 2 long: (x, y) of each frame's canvas in its working frame
-    _matrices: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def whole(cls, height: int, width: int, count: int) -> "Canvas":
@@ -108,21 +107,14 @@ class Canvas:
     def _delivered(self, change: torch.Tensor) -> torch.Tensor:
         """A change as the working frames see it once it has been enlarged into the delivered frames: the
         enlargement and the anti-aliased shrink in between blur it a little, and the attack must know.
-        Both resamplings are separable and linear, so the round trip is one small matrix per axis, applied
-        at the canvas size: its cost does not grow with the delivered resolution."""
+        Both resamplings are separable and linear, so the round trip is one banded matrix per axis, applied
+        at the canvas size as a few multiply-adds: its cost does not grow with the delivered resolution (forward
+        and backward on a 300 x 288 canvas 1.9 ms, where the dense matrix products cost 10-11 ms)."""
         if not self.scaled:
             return change
-        rows, columns = self._round_trip(change.device, change.dtype)
-        return rows @ change @ columns.T
-
-    def _round_trip(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The matrices (h x h, w x w) of the enlarge-then-shrink round trip along each axis."""
-        key = (device, dtype)
-        if key not in self._matrices:
-            height, width, _, _ = self._delivered_size()
-            self._matrices[key] = (_axis_round_trip(self.size[0], height).to(device, dtype),
-                                   _axis_round_trip(self.size[1], width).to(device, dtype))
-        return self._matrices[key]
+        height, width, _, _ = self._delivered_size()
+        across = apply_bands(change, round_trip_bands(self.size[1], width), -1)
+        return apply_bands(across, round_trip_bands(self.size[0], height), -2)
 
     def coverage(self) -> float:
         """The share of a working frame's SSIM windows that lie inside the canvas: (1 - SSIM) over the
@@ -153,9 +145,3 @@ def fft_friendly(length: int) -> int:
     the perturbation's forward and backward took 23.9 ms on a 360 x 518 canvas (518 = 2 x 7 x 37), 16.3 ms on
     360 x 540."""
     return next_fast_len(length, real=True)
-
-
-def _axis_round_trip(size: int, enlarged: int) -> torch.Tensor:
-    """The matrix M (size x size) with M @ v = v enlarged to ``enlarged`` samples (bilinear) and shrunk back
-    (bilinear, anti-aliased), exactly as ``F.interpolate`` does it along one axis of an image."""
-    return axis_matrix(enlarged, size, antialias=True) @ axis_matrix(size, enlarged)
