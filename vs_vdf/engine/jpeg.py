@@ -28,7 +28,9 @@ CHROMA_TABLE = ((17, 18, 24, 47) + (99,) * 4, (18, 21, 26, 66) + (99,) * 4,
                 (24, 26, 56) + (99,) * 5, (47, 66) + (99,) * 6) + ((99,) * 8,) * 4
 
 # Full-range BT.601, as JPEG files (JFIF) hold colour; rows give Y, Cb, Cr from R, G, B in [0, 255].
-TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+TO_YCBCR = torch.tensor(((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312)),
+                        dtype=torch.float64)
+FROM_YCBCR = torch.linalg.inv(TO_YCBCR)
 
 
 def quality_scale(quality: float) -> float:
@@ -80,11 +82,10 @@ def roundtrip(frames: torch.Tensor, quality: float) -> torch.Tensor:
     The sides are padded to multiples of 16 by repeating the edge, as the encoder does, and cropped back."""
     height, width = frames.shape[-2:]
     padded = F.pad(frames, (0, -width % 16, 0, -height % 16), mode="replicate")
-    to_ycbcr = padded.new_tensor(TO_YCBCR)
-    ycbcr = torch.einsum("oc,nchw->nohw", to_ycbcr, padded * 255)
+    ycbcr = torch.einsum("oc,nchw->nohw", TO_YCBCR.to(padded), padded * 255)
     luma_table, chroma_table = tables(quality)
     luma = _coded(ycbcr[:, :1] - 128, luma_table) + 128
     chroma = _coded(F.avg_pool2d(ycbcr[:, 1:], 2), chroma_table)
     chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
-    rgb = torch.einsum("oc,nchw->nohw", torch.linalg.inv(to_ycbcr), torch.cat([luma, chroma], 1)) / 255
+    rgb = torch.einsum("oc,nchw->nohw", FROM_YCBCR.to(padded), torch.cat([luma, chroma], 1)) / 255
     return rgb[..., :height, :width].clamp(0, 1)
