@@ -103,8 +103,8 @@ class SsimTo:
         return chosen
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        mean, square, product = gaussian_filter(torch.cat([images, images * images, images * self.reference], 1),
-                                             self.kernel).split(images.shape[1], 1)
+        stack = torch.cat([images, images * images, images * self.reference], 1)
+        mean, square, product = gaussian_filter(stack, self.kernel).split(images.shape[1], 1)
         cross = self._twice_mean * mean  # 2 x the product of the two local means
         return (cross + self.C1) * (2 * product - cross + self.C2) / \
             ((mean.pow(2) + self._mean_term) * (square - mean.pow(2) + self._spread_term))

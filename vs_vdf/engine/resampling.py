@@ -25,10 +25,11 @@ def axis_matrix(source: int, size: int, antialias: bool = False, dtype: torch.dt
 @functools.lru_cache(maxsize=64)
 def round_trip_bands(source: int, size: int) -> torch.Tensor:
     """Resampling ``source`` samples to ``size`` and back (bilinear, anti-aliased where it shrinks, as
-    ``F.interpolate`` does it; its anti-aliasing leaves an enlargement as it is) as the diagonals of its matrix: (2r + 1) x source float64 weights, row k
-    holding what sample i takes from sample i + k - r. The matrix is banded (r is a few samples), so applying
-    the diagonals (``apply_bands``) costs a few passes over the image where ``F.interpolate`` through the
-    intermediate size, and its backward, cost several times as much on the CPU."""
+    ``F.interpolate`` does it; its anti-aliasing leaves an enlargement as it is) as the diagonals of its
+    matrix: (2r + 1) x source float64 weights, row k holding what sample i takes from sample i + k - r. The
+    matrix is banded (r is a few samples), so applying the diagonals (``apply_bands``) costs a few passes over
+    the image where ``F.interpolate`` through the intermediate size, and its backward, cost several times as
+    much on the CPU."""
     matrix = axis_matrix(size, source, antialias=True) @ axis_matrix(source, size, antialias=True)
     rows, columns = matrix.nonzero(as_tuple=True)
     radius = int((columns - rows).abs().max()) if rows.numel() else 0
