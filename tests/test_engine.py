@@ -16,9 +16,10 @@ from vs_vdf.engine.budget import budget
 from vs_vdf.engine.canvas import Canvas, fft_friendly
 from vs_vdf.engine.chunks import summarise
 from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24, yuv420_levels
+from vs_vdf.engine.objectives import CROP_JITTER, jittered
 from vs_vdf.engine.protector import FrameStats
 from vs_vdf.engine.resampling import axis_matrix
-from vs_vdf.engine.transforms import ROBUSTNESS, Transform, quantise, rescale, sample
+from vs_vdf.engine.transforms import ROBUSTNESS, Family, Transform, quantise, rescale, sample
 
 FAST = dict(targets=("facemesh", "headpose"), max_steps=4)
 
@@ -215,6 +216,29 @@ def test_a_step_attacks_the_others_in_turn_only_where_the_preset_attacks_all(fra
         losses = protector.method.losses(protector.objectives, clean, ref, 0, torch.Generator().manual_seed(0),
                                          protector.preset, protector.required)
         assert set(losses) == expected
+
+
+def test_a_step_shows_face_api_68_a_jittered_crop_drawn_from_the_chunk_generator(frames):
+    """Input diversity for the 68-point models: each step's crop box moves and scales a little, within
+    CROP_JITTER, keeping its aspect, repeatably for a seed; FaceMesh keeps its crops."""
+    boxes = torch.tensor([[100.0, 50.0, 200.0, 180.0], [10.0, 20.0, 60.0, 90.0]])
+    moved = jittered(boxes, torch.Generator().manual_seed(3))
+    assert torch.equal(moved, jittered(boxes, torch.Generator().manual_seed(3)))
+    size = boxes[:, 2:] - boxes[:, :2]
+    shift = (moved[:, :2] + moved[:, 2:] - boxes[:, :2] - boxes[:, 2:]) / 2
+    assert (shift.abs() <= CROP_JITTER * size.mean(1, keepdim=True) + 1e-4).all() and shift.abs().max() > 0
+    ratio = (moved[:, 2:] - moved[:, :2]) / size
+    assert ((ratio - 1).abs() <= CROP_JITTER + 1e-6).all() and torch.allclose(ratio[:, 0], ratio[:, 1])
+
+    still = replace(presets.get("balanced"), robustness=(Family("identity"),))
+    protector = Protector(still, targets=("facemesh", "faceapi68"))
+    clean, objectives = frames[:1], protector.objectives
+    ref = objectives.reference(clean)
+    step = protector.method.losses(objectives, clean, ref, 0, torch.Generator().manual_seed(0), still,
+                                   protector.required)
+    fixed = objectives.losses(clean, ref, protector.required)
+    assert torch.equal(step["facemesh"], fixed["facemesh"])
+    assert not torch.equal(step["faceapi68"], fixed["faceapi68"])
 
 
 def test_a_check_failing_in_the_clean_crop_stops_before_the_detection(protector, protected, frames, monkeypatch):

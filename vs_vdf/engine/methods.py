@@ -84,10 +84,11 @@ class Vdf:
     def losses(self, objectives: Objectives, protected: torch.Tensor, ref: Reference, step: int,
                generator: torch.Generator, preset: Preset, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """The required targets on every step, the others in turn where the preset attacks all, through one
-        sampled transform: a step costs two to four models, not seven."""
+        sampled transform (and for the 68-point models a jittered crop): a step costs two to four models, not
+        seven."""
         others = tuple(t for t in objectives.targets if t not in required) if preset.attack_all else ()
         names = required + (others[step % len(others)],) if others else required
-        return objectives.losses(sample(preset.robustness, generator)(protected), ref, names)
+        return objectives.losses(sample(preset.robustness, generator)(protected), ref, names, generator)
 
     def passes(self, objectives: Objectives, seen: torch.Tensor, ref: Reference, settings: Settings,
                required: tuple[str, ...]) -> bool:
