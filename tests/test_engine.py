@@ -239,6 +239,10 @@ def test_a_step_shows_face_api_68_a_jittered_crop_drawn_from_the_chunk_generator
     fixed = objectives.losses(clean, ref, protector.required)
     assert torch.equal(step["facemesh"], fixed["facemesh"])
     assert not torch.equal(step["faceapi68"], fixed["faceapi68"])
+    # drawn from the chunk's generator: a chunk protected again is bit-identical
+    attacking_face_api = Protector("balanced", targets=("facemesh", "faceapi68"), max_steps=2)
+    first, _ = attacking_face_api.protect(frames[:2])
+    assert torch.equal(first, attacking_face_api.protect(frames[:2])[0])
 
 
 def test_a_check_failing_in_the_clean_crop_stops_before_the_detection(protector, protected, frames, monkeypatch):
