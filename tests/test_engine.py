@@ -17,6 +17,7 @@ from vs_vdf.engine.canvas import Canvas, fft_friendly
 from vs_vdf.engine.chunks import summarise
 from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24, yuv420_levels
 from vs_vdf.engine.objectives import CROP_JITTER, jittered
+from vs_vdf.engine.perturbation import DualDomain
 from vs_vdf.engine.protector import FrameStats
 from vs_vdf.engine.resampling import axis_matrix
 from vs_vdf.engine.transforms import ROBUSTNESS, Family, Transform, quantise, rescale, sample
@@ -419,6 +420,28 @@ def test_joint_mode_and_the_reference_method_run(frames):
     # The release's phase offset starts at 1 rad and its mask at one half: half the bound from step 0.
     assert (out - frames[:2])[..., :40, :40].abs().amax() > 0.02  # everywhere: no head-region budget
     assert stats[1].inherited == pytest.approx(0.8 * float(metrics.grey_ssim(frames[1:2], frames[:1])), rel=1e-5)
+
+
+def test_the_pixel_offsets_put_a_change_where_the_frequency_edit_cannot():
+    """On a flat frame the frequency edit can only shift the brightness as a whole; the offsets draw any pattern,
+    within the bound, and a successor inherits them."""
+    flat, budget, epsilon = torch.full((1, 3, 24, 30), 0.5), torch.ones(1, 1, 24, 30), 0.05
+    params = DualDomain(1, 24, 30, epsilon)
+    with torch.no_grad():
+        params.amplitude.normal_(generator=torch.Generator().manual_seed(0))
+        params.phase.normal_(generator=torch.Generator().manual_seed(1))
+    assert float(params(flat, budget).std()) < 1e-6
+    pattern = torch.randn(1, 3, 24, 30, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        params.amplitude.zero_(), params.phase.zero_(), params.pixels.copy_(pattern)
+    change = params(flat, budget)
+    assert float(change.abs().amax()) <= epsilon
+    assert float(torch.corrcoef(torch.stack([change.flatten(), pattern.flatten()]))[0, 1]) > 0.9
+    change.square().sum().backward()
+    assert float(params.pixels.grad.abs().amax()) > 0
+    successor = DualDomain(1, 24, 30, epsilon)
+    successor.inherit(params, 1.0)
+    assert torch.equal(successor(flat, budget), change.detach())
 
 
 @pytest.mark.parametrize("kwargs, message", [
