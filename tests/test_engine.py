@@ -444,6 +444,16 @@ def test_the_pixel_offsets_put_a_change_where_the_frequency_edit_cannot():
     assert torch.equal(successor(flat, budget), change.detach())
 
 
+def test_face_hiding_presets_go_without_the_pixel_offsets():
+    """The offsets cost `strong`'s face-hiding runs the detector misses, so its perturbation has none."""
+    assert Protector(**FAST).settings.pixel_offsets
+    hiding = Protector("strong", **FAST)
+    assert not hiding.settings.pixel_offsets
+    params = hiding.method.perturbation(1, 24, 30, 0.05, False, hiding.settings.pixel_offsets)
+    assert params.pixels is None
+    assert "pixels" not in dict(params.named_parameters())
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(method="pgd"), "unknown method"),
     (dict(preset="extreme"), "unknown preset"),

@@ -55,6 +55,7 @@ class Settings:
     full_check_every: int = 1  # frames of a chunk between two multiples of this are checked as they are only
     hide_steps: int = 0  # a face-hiding run's frames' step limit (the preset's ``hide_steps``); 0: no run
     opening_variants: tuple[Transform, ...] = ()  # what the opening frame's detector is checked on; (): ``variants``
+    pixel_offsets: bool = True  # the perturbation's free per-pixel offsets (the preset's ``pixel_offsets``)
 
 
 class Vdf:
@@ -68,10 +69,12 @@ class Vdf:
         return Settings(preset.epsilon, preset.max_steps, preset.learning_rate, preset.check_every,
                         preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
                         1.0 if self.inherits else 0.0, False, preset.check, preset.opening_steps,
-                        preset.full_check_every, preset.hide_steps if self.inherits else 0, preset.opening_check)
+                        preset.full_check_every, preset.hide_steps if self.inherits else 0, preset.opening_check,
+                        preset.pixel_offsets)
 
-    def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
-        return DualDomain(count, height, width, epsilon, joint=joint)
+    def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool,
+                     pixels: bool = True) -> nn.Module:
+        return DualDomain(count, height, width, epsilon, joint=joint, pixels=pixels)
 
     def canvas(self, height: int, width: int, boxes: torch.Tensor) -> Canvas:
         """Where the chunk's perturbation lives, from its face boxes (T x 4, NaN: no face)."""
@@ -123,8 +126,9 @@ class Released(Vdf):
                         fidelity_weight=0.5, ssim_floor=None, psnr_floor=None, margin=1.0, inherit=0.8,
                         inherit_by_similarity=True, variants=variants)
 
-    def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool) -> nn.Module:
-        return ReferencePerturbation(count, height, width, epsilon)
+    def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool,
+                     pixels: bool = True) -> nn.Module:
+        return ReferencePerturbation(count, height, width, epsilon)  # the release's parameters only
 
     def canvas(self, height: int, width: int, boxes: torch.Tensor) -> Canvas:
         return Canvas.whole(height, width, boxes.shape[0])

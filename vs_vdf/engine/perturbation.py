@@ -29,7 +29,7 @@ class DualDomain(nn.Module):
     MASK_STRIDES = (4, 8, 16)
     MASK_START = 2.0  # sigmoid(2) = 0.88: the attention starts mostly open and learns where to close
 
-    def __init__(self, count: int, height: int, width: int, epsilon: float, joint: bool = False):
+    def __init__(self, count: int, height: int, width: int, epsilon: float, joint: bool = False, pixels: bool = True):
         super().__init__()
         self.epsilon = epsilon
         spectrum = (height, width // 2 + 1)
@@ -40,8 +40,8 @@ class DualDomain(nn.Module):
         # it cannot put a pattern where the frame has little of it; the offsets can. On frames 24-35 of each
         # sample (`balanced`, seeds 0-3) the frames passed their check in 326 instead of 434 steps (franck) and
         # 776 instead of 1152 (Wolfgang), every seed fewer; one offset shared by the channels (luma-like) gave
-        # 18-35% fewer on seeds 0-1, three 20-51%.
-        self.pixels = nn.Parameter(torch.zeros(count, 3, height, width))
+        # 18-35% fewer on seeds 0-1, three 20-51%. ``pixels=False`` leaves them out (a preset's ``pixel_offsets``).
+        self.pixels = nn.Parameter(torch.zeros(count, 3, height, width)) if pixels else None
         self.masks = nn.ParameterList(
             nn.Parameter(torch.full((count, 1, math.ceil(height / s), math.ceil(width / s)), share))
             for s in self.MASK_STRIDES)
@@ -74,7 +74,9 @@ class DualDomain(nn.Module):
         # channels: the clean spectrum times it, without taking each channel's spectrum apart.
         edit = torch.polar(1 + torch.tanh(self._frequency("amplitude")),
                            math.pi * torch.tanh(self._frequency("phase")))
-        difference = torch.fft.irfft2(self._spectrum(clean) * edit, s=size) - clean + self.epsilon * self.pixels
+        difference = torch.fft.irfft2(self._spectrum(clean) * edit, s=size) - clean
+        if self.pixels is not None:
+            difference = difference + self.epsilon * self.pixels
         return self.epsilon * budget * self.attention(size) * torch.tanh(difference / self.epsilon)
 
     def _spectrum(self, clean: torch.Tensor) -> torch.Tensor:
@@ -90,7 +92,8 @@ class DualDomain(nn.Module):
         noise: noise of 0.01 cost franck 1.17x the steps (220 against 188 over 24 frames)."""
         for name in ("amplitude", "phase"):
             getattr(self, name).copy_((previous._frequency(name) * factor).expand_as(getattr(self, name)))
-        self.pixels.copy_((previous.pixels * factor).expand_as(self.pixels))
+        if self.pixels is not None:
+            self.pixels.copy_((previous.pixels * factor).expand_as(self.pixels))
         for mine, theirs in zip(self.masks, previous.masks):
             mine.copy_(theirs.expand_as(mine))
 

@@ -307,7 +307,8 @@ class Protector:
         return changes
 
     def _parameters(self, count: int, canvas: Canvas, joint: bool = False):
-        return self.method.perturbation(count, *canvas.size, self.epsilon, joint).to(self.device)
+        return self.method.perturbation(count, *canvas.size, self.epsilon, joint,
+                                        self.settings.pixel_offsets).to(self.device)
 
     # -- optimisation --------------------------------------------------------------------------
 
