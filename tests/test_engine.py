@@ -16,7 +16,7 @@ from vs_vdf.engine.budget import budget
 from vs_vdf.engine.canvas import Canvas, fft_friendly
 from vs_vdf.engine.chunks import summarise
 from vs_vdf.engine.codec import Delivery, from_rgb24, roundtrip, to_rgb24, yuv420_levels
-from vs_vdf.engine.objectives import CROP_JITTER, jittered
+from vs_vdf.engine.objectives import CROP_JITTER, jittered, jittered_rois
 from vs_vdf.engine.perturbation import DualDomain
 from vs_vdf.engine.protector import FrameStats
 from vs_vdf.engine.resampling import axis_matrix
@@ -219,9 +219,10 @@ def test_a_step_attacks_the_others_in_turn_only_where_the_preset_attacks_all(fra
         assert set(losses) == expected
 
 
-def test_a_step_shows_face_api_68_a_jittered_crop_drawn_from_the_chunk_generator(frames):
-    """Input diversity for the 68-point models: each step's crop box moves and scales a little, within
-    CROP_JITTER, keeping its aspect, repeatably for a seed; FaceMesh keeps its crops."""
+def test_a_step_shows_the_landmark_models_jittered_crops_drawn_from_the_chunk_generator(frames):
+    """Input diversity for the landmark models: each step's crop box (face-api 68) or crop (FaceMesh) moves,
+    scales (and FaceMesh's turns) a little, within CROP_JITTER, keeping its aspect, repeatably for a seed; the
+    check measures on the exact crops."""
     boxes = torch.tensor([[100.0, 50.0, 200.0, 180.0], [10.0, 20.0, 60.0, 90.0]])
     moved = jittered(boxes, torch.Generator().manual_seed(3))
     assert torch.equal(moved, jittered(boxes, torch.Generator().manual_seed(3)))
@@ -230,6 +231,13 @@ def test_a_step_shows_face_api_68_a_jittered_crop_drawn_from_the_chunk_generator
     assert (shift.abs() <= CROP_JITTER * size.mean(1, keepdim=True) + 1e-4).all() and shift.abs().max() > 0
     ratio = (moved[:, 2:] - moved[:, :2]) / size
     assert ((ratio - 1).abs() <= CROP_JITTER + 1e-6).all() and torch.allclose(ratio[:, 0], ratio[:, 1])
+    rois = torch.tensor([[150.0, 115.0, 120.0, 120.0, 0.1], [35.0, 55.0, 60.0, 60.0, -0.2]])
+    turned = jittered_rois(rois, torch.Generator().manual_seed(3))
+    assert torch.equal(turned, jittered_rois(rois, torch.Generator().manual_seed(3)))
+    assert ((turned[:, :2] - rois[:, :2]).abs() <= CROP_JITTER * rois[:, 2:3] + 1e-4).all()
+    assert ((turned[:, 2:4] / rois[:, 2:4] - 1).abs() <= CROP_JITTER + 1e-6).all()
+    assert torch.allclose(turned[:, 2], turned[:, 3]) and ((turned[:, 4] - rois[:, 4]).abs() <= CROP_JITTER).all()
+    assert (turned != rois).all()
 
     still = replace(presets.get("balanced"), robustness=(Family("identity"),))
     protector = Protector(still, targets=("facemesh", "faceapi68"))
@@ -238,7 +246,7 @@ def test_a_step_shows_face_api_68_a_jittered_crop_drawn_from_the_chunk_generator
     step = protector.method.losses(objectives, clean, ref, 0, torch.Generator().manual_seed(0), still,
                                    protector.required)
     fixed = objectives.losses(clean, ref, protector.required)
-    assert torch.equal(step["facemesh"], fixed["facemesh"])
+    assert not torch.equal(step["facemesh"], fixed["facemesh"])
     assert not torch.equal(step["faceapi68"], fixed["faceapi68"])
     # drawn from the chunk's generator: a chunk protected again is bit-identical
     attacking_face_api = Protector("balanced", targets=("facemesh", "faceapi68"), max_steps=2)

@@ -87,7 +87,7 @@ class Vdf:
     def losses(self, objectives: Objectives, protected: torch.Tensor, ref: Reference, step: int,
                generator: torch.Generator, preset: Preset, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """The required targets on every step, the others in turn where the preset attacks all, through one
-        sampled transform (and for the 68-point models a jittered crop): a step costs two to four models, not
+        sampled transform (and jittered crops for the landmark models): a step costs two to four models, not
         seven."""
         others = tuple(t for t in objectives.targets if t not in required) if preset.attack_all else ()
         names = required + (others[step % len(others)],) if others else required
