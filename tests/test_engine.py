@@ -248,6 +248,10 @@ def test_a_step_shows_the_landmark_models_jittered_crops_drawn_from_the_chunk_ge
     fixed = objectives.losses(clean, ref, protector.required)
     assert not torch.equal(step["facemesh"], fixed["facemesh"])
     assert not torch.equal(step["faceapi68"], fixed["faceapi68"])
+    objectives.jitter = 0.0  # the benchmark's engine without its efficacy work: the exact crops
+    exact = protector.method.losses(objectives, clean, ref, 0, torch.Generator().manual_seed(0), still,
+                                    protector.required)
+    assert all(torch.equal(exact[name], fixed[name]) for name in ("facemesh", "faceapi68"))
     # drawn from the chunk's generator: a chunk protected again is bit-identical
     attacking_face_api = Protector("balanced", targets=("facemesh", "faceapi68"), max_steps=2)
     first, _ = attacking_face_api.protect(frames[:2])

@@ -125,11 +125,12 @@ class Objectives:
     """The loaded target models, their losses and their measures."""
 
     def __init__(self, targets: tuple[str, ...] = DEFAULT_TARGETS, device: str | torch.device = "cpu",
-                 checkpoint: Path | str | None = None, detected_crops: bool = False):
+                 checkpoint: Path | str | None = None, detected_crops: bool = False, jitter: float = CROP_JITTER):
         # Where FaceMesh crops from: the clean frame's detection (False: landmark error on the same region
         # even where the detector no longer finds the face), or also the frames' own detection, as the
         # attackers' chains crop (True: losses average the two crops', measures count the less disrupted).
         self.detected_crops = detected_crops
+        self.jitter = jitter  # how far a step's landmark crops move (``jittered``, ``jittered_rois``); 0: not at all
         targets = table.parse(tuple(targets))
         if not targets:
             raise ValueError("at least one target is needed")
@@ -188,7 +189,8 @@ class Objectives:
     def losses(self, frames: torch.Tensor, ref: Reference, names: tuple[str, ...] | None = None,
                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per target (all, or ``names``), a loss per frame (T) to minimise; differentiable in ``frames``. With a
-        ``generator``, the 68-point models see their crop box ``jittered``, FaceMesh its crops ``jittered_rois``."""
+        ``generator`` (and ``jitter``), the 68-point models see their crop box ``jittered``, FaceMesh its crops
+        ``jittered_rois``."""
         models, out = self.models, {}
         names = self.targets if names is None else names
         self.evaluations["backward"] += len(names) * frames.shape[0]
@@ -198,8 +200,8 @@ class Objectives:
                 out[name] = _hinge(models[name].raw(frames)[1], models[name].threshold)
         meshed = _meshes_run(names)
         regions = self._mesh_regions(frames, ref, index) if meshed else []
-        if generator is not None:
-            regions = [jittered_rois(region, generator) for region in regions]
+        if generator is not None and self.jitter:
+            regions = [jittered_rois(region, generator, self.jitter) for region in regions]
         for name in meshed:
             # each crop's loss, averaged per frame: capped, so the one already disrupted stops pulling
             landmarks, presence = models[name](frames, torch.cat(regions), index.repeat(len(regions)))
@@ -212,7 +214,8 @@ class Objectives:
                                              ref.rotation.repeat(len(regions), 1, 1)).view(len(regions), -1).mean(0)
         for name in IBUG68:
             if name in names:
-                boxes = ref.boxes if generator is None else jittered(ref.boxes, generator)
+                jittering = generator is not None and self.jitter
+                boxes = jittered(ref.boxes, generator, self.jitter) if jittering else ref.boxes
                 shift = metrics.nme(models[name](frames, boxes, index), ref.landmarks[name], metrics.IBUG_EYES)
                 out[name] = _capped(shift, IBUG68_CAP, metrics.NME_DISRUPTED)
         if "mtcnn" in names:
