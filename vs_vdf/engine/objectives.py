@@ -41,7 +41,8 @@ IBUG68_CAP = 3 * metrics.NME_DISRUPTED
 # `facemesh_v1` after the ER-NeRF replica went from 58 / 50 / 50 / 65% to 58 / 92 / 88 / 88% of franck's frames
 # and from 12 / 21 / 8 / 25% to 48 / 38 / 42 / 35% of Wolfgang's, FaceMesh itself on Wolfgang from 90-96% to
 # 96-98%; franck took 12% fewer steps and 10% fewer seconds, Wolfgang 34% more steps but 8% more seconds (its two
-# chunks, run at once, came out more even). Half the amount, or the detected crop left exact, cost as many steps.
+# chunks, run at once, came out more even). Half the amount, or the detected crop left exact, cost as many steps;
+# jittering half the steps cost none, but Wolfgang's seed 2 then missed the transfer figure (40% / 42%).
 CROP_JITTER = 0.06
 POSE_CAP_DEG = 3 * metrics.POSE_DISRUPTED_DEG
 DETECTION_MARGIN = 2.0  # logits this far below the threshold no longer add to the loss
