@@ -196,13 +196,14 @@ class Objectives:
         names = self.targets if names is None else names
         self.evaluations["backward"] += len(names) * frames.shape[0]
         index = torch.arange(frames.shape[0], device=frames.device)
+        jitter = self.jitter if generator is not None else 0.0  # how far this step's landmark crops move
         for name in ("blazeface_short", "blazeface_full"):
             if name in names:
                 out[name] = _hinge(models[name].raw(frames)[1], models[name].threshold)
         meshed = _meshes_run(names)
         regions = self._mesh_regions(frames, ref, index) if meshed else []
-        if generator is not None and self.jitter:
-            regions = [jittered_rois(region, generator, self.jitter) for region in regions]
+        if jitter:
+            regions = [jittered_rois(region, generator, jitter) for region in regions]
         for name in meshed:
             # each crop's loss, averaged per frame: capped, so the one already disrupted stops pulling
             landmarks, presence = models[name](frames, torch.cat(regions), index.repeat(len(regions)))
@@ -215,8 +216,7 @@ class Objectives:
                                              ref.rotation.repeat(len(regions), 1, 1)).view(len(regions), -1).mean(0)
         for name in IBUG68:
             if name in names:
-                jittering = generator is not None and self.jitter
-                boxes = jittered(ref.boxes, generator, self.jitter) if jittering else ref.boxes
+                boxes = jittered(ref.boxes, generator, jitter) if jitter else ref.boxes
                 shift = metrics.nme(models[name](frames, boxes, index), ref.landmarks[name], metrics.IBUG_EYES)
                 out[name] = _capped(shift, IBUG68_CAP, metrics.NME_DISRUPTED)
         if "mtcnn" in names:
