@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vs_vdf import samples
-from vs_vdf.engine import Protector, metrics, presets
+from vs_vdf.engine import Protector, metrics, motion, presets
 from vs_vdf.engine.adam import Adam
 from vs_vdf.engine.budget import budget
 from vs_vdf.engine.canvas import Canvas, fft_friendly
@@ -454,6 +454,76 @@ def test_the_pixel_offsets_put_a_change_where_the_frequency_edit_cannot():
     successor = DualDomain(1, 24, 30, epsilon)
     successor.inherit(params, 1.0)
     assert torch.equal(successor(flat, budget), change.detach())
+
+
+def test_the_flow_finds_how_far_the_picture_moved(frames):
+    """A frame moved 3 px right and 2 px down: each of its pixels shows what the frame before showed 3 px left
+    and 2 px up."""
+    moved = torch.roll(frames[0], shifts=(2, 3), dims=(1, 2))
+    offsets = motion.flow(frames[0], moved)[40:-40, 40:-40]
+    assert offsets.shape[-1] == 2
+    assert offsets[..., 0].median() == pytest.approx(-3, abs=0.1)
+    assert offsets[..., 1].median() == pytest.approx(-2, abs=0.1)
+
+
+def test_the_canvas_follow_grid_points_into_the_predecessor_s_canvas():
+    canvas = Canvas((60, 80), (60, 80), (20, 30), torch.tensor([[10, 5], [14, 5]]))
+    still = canvas.follow(torch.zeros(60, 80, 2), 0, 0)
+    identity = F.affine_grid(torch.eye(2, 3)[None], [1, 1, 20, 30], align_corners=False)
+    assert torch.allclose(still, identity, atol=1e-6)
+    # the canvas moved 4 px right while the picture moved 1 px right: on the predecessor's canvas, 3 px right
+    followed = canvas.follow(torch.full((60, 80, 2), -1.0), 0, 1)
+    assert torch.allclose((followed - identity)[..., 0], torch.full((1, 20, 30), 3 * 2 / 30), atol=1e-6)
+    assert torch.allclose((followed - identity)[..., 1], torch.full((1, 20, 30), -1 * 2 / 20), atol=1e-6)
+
+
+def test_a_carried_frame_starts_from_its_predecessor_s_change_moved_with_the_face(frames):
+    """Where the face moved, the successor's first change is the predecessor's moved along the flow (within its
+    own bound), not the predecessor's left where it was; without pixel offsets the parameters are inherited."""
+    epsilon, (top, left, height, width) = 0.05, (40, 60, 200, 240)
+    before = frames[:1, :, top:top + height, left:left + width]
+    after = torch.roll(frames[:1], shifts=(2, 5), dims=(2, 3))[:, :, top:top + height, left:left + width]
+    budget_before, budget_after = torch.ones(1, 1, height, width), torch.ones(1, 1, height, width)
+    params = DualDomain(1, height, width, epsilon)
+    with torch.no_grad():
+        params.pixels.normal_(generator=torch.Generator().manual_seed(0))
+        params.phase.normal_(std=0.1, generator=torch.Generator().manual_seed(1))
+        change = params(before, budget_before)
+    canvas = Canvas((height, width), (height, width), (height, width), torch.zeros(2, 2, dtype=torch.long))
+    grid = canvas.follow(motion.flow(before[0], after[0]), 0, 1)
+    successor = DualDomain(1, height, width, epsilon)
+    successor.carry(params, change, grid, after, budget_after, 1.0)
+    with torch.no_grad():
+        started = successor(after, budget_after)
+    assert float(started.abs().amax()) <= epsilon + 1e-6
+    moved = torch.roll(change, shifts=(2, 5), dims=(2, 3))[..., 20:-20, 20:-20]
+    assert float((started[..., 20:-20, 20:-20] - moved).abs().mean()) < 0.05 * epsilon
+    left_behind = DualDomain(1, height, width, epsilon)
+    left_behind.inherit(params, 1.0)
+    with torch.no_grad():
+        assert float((left_behind(after, budget_after)[..., 20:-20, 20:-20] - moved).abs().mean()) > 0.2 * epsilon
+    offsetless, plain = DualDomain(1, height, width, epsilon, pixels=False), DualDomain(1, height, width, epsilon,
+                                                                                       pixels=False)
+    offsetless.carry(params, change, grid, after, budget_after, 1.0)
+    plain.inherit(params, 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(offsetless.parameters(), plain.parameters()))
+
+
+def test_vdf_carries_inherited_frames_with_the_face_and_the_others_do_not(frames, monkeypatch):
+    carried = []
+    original = DualDomain.carry
+
+    def spy(self, previous, change, grid, clean, budget, factor):
+        carried.append(grid.shape)
+        return original(self, previous, change, grid, clean, budget, factor)
+
+    monkeypatch.setattr(DualDomain, "carry", spy)
+    _, stats = Protector(**FAST).protect(frames)
+    assert len(carried) == 2 and all(s.inherited == 1 for s in stats[1:])
+    carried.clear()
+    Protector(**FAST, method="per-frame").protect(frames)
+    Protector(targets=("facemesh",), method="vdf-reference", max_steps=1).protect(frames[:2])
+    assert not carried
 
 
 def test_face_hiding_presets_go_without_the_pixel_offsets():

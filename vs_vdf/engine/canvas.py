@@ -116,6 +116,18 @@ class Canvas:
         across = apply_bands(change, round_trip_bands(self.size[1], width), -1)
         return apply_bands(across, round_trip_bands(self.size[0], height), -2)
 
+    def follow(self, flow: torch.Tensor, source: int, target: int) -> torch.Tensor:
+        """Where each pixel of frame ``target``'s canvas was on frame ``source``'s canvas, as a sampling grid
+        (1 x h x w x 2, ``F.grid_sample``'s normalised coordinates, ``align_corners=False``), from the working
+        frames' optical flow (H x W x 2, ``motion.flow``: ``target``'s pixel p shows ``source``'s p + flow)."""
+        height, width = self.size
+        (x0, y0), (x1, y1) = self.origins[source].tolist(), self.origins[target].tolist()
+        offsets = flow[y1:y1 + height, x1:x1 + width]
+        ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+        across = (xs + x1 - x0 + offsets[..., 0]) / width * 2 - 1
+        down = (ys + y1 - y0 + offsets[..., 1]) / height * 2 - 1
+        return torch.stack([across, down], -1)[None]
+
     def coverage(self) -> float:
         """The share of a working frame's SSIM windows that lie inside the canvas: (1 - SSIM) over the
         whole frame is this times (1 - SSIM) over the canvas, since the windows outside see no change."""

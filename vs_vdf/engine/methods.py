@@ -4,8 +4,9 @@ differ, the loss of one step and the rule that ends a frame's optimisation. The 
 
 - ``vdf`` (default): dual-domain parameters on a head-region canvas at the working resolution
   (``canvas.py``), perceptual budget, one robustness transform sampled per step, the targets a frame
-  waits for on every step (the others in turn where the preset attacks all); each frame inherits the
-  previous frame's parameters as they are, in face coordinates, unless a cut separates them.
+  waits for on every step (the others in turn where the preset attacks all); each frame starts from the
+  previous frame's change carried with the face along the optical flow between the two clean frames
+  (``motion.py``, ``DualDomain.carry``), unless a cut separates them.
 - ``per-frame``: the same, every frame from scratch: the baseline for what sharing saves.
 - ``vdf-reference``: the released VDF algorithm: ImageNet-space FFT parameterisation over the whole
   frame at full resolution (no canvas, no working scale), every scale (x1, 1.5, 2, 0.75, 0.5 weighted 1, .8, .6, .6, .6) on every step, fidelity
@@ -56,6 +57,9 @@ class Settings:
     hide_steps: int = 0  # a face-hiding run's frames' step limit (the preset's ``hide_steps``); 0: no run
     opening_variants: tuple[Transform, ...] = ()  # what the opening frame's detector is checked on; (): ``variants``
     pixel_offsets: bool = True  # the perturbation's free per-pixel offsets (the preset's ``pixel_offsets``)
+    # An inheriting frame starts from its predecessor's change moved with the face (``DualDomain.carry``; its
+    # pixel offsets carry the change, so a perturbation without them inherits its parameters as they are).
+    follow_motion: bool = False
 
 
 class Vdf:
@@ -70,7 +74,7 @@ class Vdf:
                         preset.check_every, preset.fidelity_weight, preset.ssim_floor, preset.psnr_floor, preset.margin,
                         1.0 if self.inherits else 0.0, False, preset.check, preset.opening_steps,
                         preset.full_check_every, preset.hide_steps if self.inherits else 0, preset.opening_check,
-                        preset.pixel_offsets)
+                        preset.pixel_offsets, follow_motion=preset.pixel_offsets)
 
     def perturbation(self, count: int, height: int, width: int, epsilon: float, joint: bool,
                      pixels: bool = True) -> nn.Module:

@@ -69,15 +69,8 @@ class DualDomain(nn.Module):
         return torch.sigmoid(logits)
 
     def forward(self, clean: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
-        size = clean.shape[-2:]
-        # Scaling the amplitude and turning the phase is one complex factor per frequency, shared by the
-        # channels: the clean spectrum times it, without taking each channel's spectrum apart.
-        edit = torch.polar(1 + torch.tanh(self._frequency("amplitude")),
-                           math.pi * torch.tanh(self._frequency("phase")))
-        difference = torch.fft.irfft2(self._spectrum(clean) * edit, s=size) - clean
-        if self.pixels is not None:
-            difference = difference + self.epsilon * self.pixels
-        return self.epsilon * budget * self.attention(size) * torch.tanh(difference / self.epsilon)
+        return self.epsilon * budget * self.attention(clean.shape[-2:]) * torch.tanh(
+            self._difference(clean) / self.epsilon)
 
     def _spectrum(self, clean: torch.Tensor) -> torch.Tensor:
         """The clean frames' spectrum, kept while the same frames come back (every step on one frame)."""
@@ -96,6 +89,45 @@ class DualDomain(nn.Module):
             self.pixels.copy_((previous.pixels * factor).expand_as(self.pixels))
         for mine, theirs in zip(self.masks, previous.masks):
             mine.copy_(theirs.expand_as(mine))
+
+    # The pixel offsets are fitted through tanh's inverse: a change at its bound would need an infinite
+    # offset, and one far into tanh's tail would learn nothing, so the fit stops this close to the bound.
+    CARRY_SATURATION = 0.99
+
+    @torch.no_grad()
+    def carry(self, previous: "DualDomain", change: torch.Tensor, grid: torch.Tensor, clean: torch.Tensor,
+              budget: torch.Tensor, factor: float) -> None:
+        """Start one frame from its predecessor's ``change`` (1 x 3 x h x w) moved with the face: ``grid``
+        (``Canvas.follow``) says where each of this canvas's pixels was on the predecessor's. The attention
+        masks move along it, the frequency parameters are taken as they are (the filter they make follows
+        the content by itself), and the pixel offsets are set so that this frame's change (``clean`` and
+        ``budget``: its canvas and budget) starts as ``factor`` times the moved change wherever its own
+        budget allows it. Without pixel offsets, the parameters are taken as ``inherit`` takes them."""
+        self.inherit(previous, factor)
+        if self.pixels is None:
+            return
+        grid = grid.to(change)
+        for mask in self.masks:
+            coarse = F.interpolate(grid.permute(0, 3, 1, 2), size=mask.shape[-2:], mode="bilinear",
+                                   align_corners=False, antialias=True).permute(0, 2, 3, 1)
+            mask.copy_(F.grid_sample(mask, coarse.expand(mask.shape[0], -1, -1, -1), mode="bilinear",
+                                     padding_mode="border", align_corners=False))
+        moved = F.grid_sample(change, grid.to(change), mode="bilinear", padding_mode="zeros", align_corners=False)
+        size = clean.shape[-2:]
+        bound = self.epsilon * budget * self.attention(size)
+        share = (factor * moved / bound.clamp(min=1e-6)).clamp(-self.CARRY_SATURATION, self.CARRY_SATURATION)
+        self.pixels.zero_()
+        filtered = self._difference(clean)
+        self.pixels.copy_(torch.atanh(share) - filtered / self.epsilon)
+
+    def _difference(self, clean: torch.Tensor) -> torch.Tensor:
+        """What the frequency edit and the pixel offsets add to ``clean`` before the bound is applied.
+        Scaling the amplitude and turning the phase is one complex factor per frequency, shared by the
+        channels: the clean spectrum times it, without taking each channel's spectrum apart."""
+        edit = torch.polar(1 + torch.tanh(self._frequency("amplitude")),
+                           math.pi * torch.tanh(self._frequency("phase")))
+        difference = torch.fft.irfft2(self._spectrum(clean) * edit, s=clean.shape[-2:]) - clean
+        return difference if self.pixels is None else difference + self.epsilon * self.pixels
 
 
 class Reference(nn.Module):

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VdfError
-from . import presets
+from . import motion, presets
 from .adam import Adam
 from .canvas import SSIM_WINDOW, Canvas
 from .codec import Delivery, yuv420_levels
@@ -252,9 +252,10 @@ class Protector:
     def _protect_in_order(self, scene: "_Scene", stats: list[FrameStats], generator: torch.Generator,
                           report: Callable[[int], None]) -> tuple[torch.Tensor, list]:
         """Each face frame optimised in turn, starting from its predecessor's parameters where the method
-        inherits and the two frames are consecutive (in a face-hiding run, from its predecessor's change as
-        it is, waiting for the detector alone); returns the changes (R x 3 x h x w) and each frame's
-        parameters."""
+        inherits and the two frames are consecutive (where the method follows the motion, from its
+        predecessor's change moved along the optical flow between the two clean frames; in a face-hiding
+        run, from its predecessor's change as it is, waiting for the detector alone); returns the changes
+        (R x 3 x h x w) and each frame's parameters."""
         changes, frames_params, previous, previous_row = [], [], None, None
         for j, row in enumerate(scene.rows.tolist()):
             started = time.perf_counter()
@@ -266,7 +267,13 @@ class Protector:
                 s.inherited = self.settings.inherit
                 if self.settings.inherit_by_similarity:
                     s.inherited *= float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
-                params.inherit(previous, s.inherited)
+                if self.settings.follow_motion:
+                    with torch.no_grad():
+                        change = previous(scene.canvases[j - 1:j], scene.budgets[j - 1:j])
+                    grid = scene.canvas.follow(motion.flow(scene.work[j - 1], scene.work[j]), row - 1, row)
+                    params.carry(previous, change, grid, one.canvases, one.budgets, s.inherited)
+                else:
+                    params.inherit(previous, s.inherited)
             s.steps, s.losses = self._optimise(params, one, generator, first=not inherits,
                                                limit=self.hide_steps if hiding else None)
             previous, previous_row = params, row
