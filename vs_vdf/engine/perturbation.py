@@ -69,8 +69,10 @@ class DualDomain(nn.Module):
         return torch.sigmoid(logits)
 
     def forward(self, clean: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
-        return self.epsilon * budget * self.attention(clean.shape[-2:]) * torch.tanh(
-            self._difference(clean) / self.epsilon)
+        difference = self._filtered(clean)
+        if self.pixels is not None:
+            difference = difference + self.epsilon * self.pixels
+        return self.epsilon * budget * self.attention(clean.shape[-2:]) * torch.tanh(difference / self.epsilon)
 
     def _spectrum(self, clean: torch.Tensor) -> torch.Tensor:
         """The clean frames' spectrum, kept while the same frames come back (every step on one frame)."""
@@ -112,22 +114,19 @@ class DualDomain(nn.Module):
                                    align_corners=False, antialias=True).permute(0, 2, 3, 1)
             mask.copy_(F.grid_sample(mask, coarse.expand(mask.shape[0], -1, -1, -1), mode="bilinear",
                                      padding_mode="border", align_corners=False))
-        moved = F.grid_sample(change, grid.to(change), mode="bilinear", padding_mode="zeros", align_corners=False)
+        moved = F.grid_sample(change, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         size = clean.shape[-2:]
         bound = self.epsilon * budget * self.attention(size)
         share = (factor * moved / bound.clamp(min=1e-6)).clamp(-self.CARRY_SATURATION, self.CARRY_SATURATION)
-        self.pixels.zero_()
-        filtered = self._difference(clean)
-        self.pixels.copy_(torch.atanh(share) - filtered / self.epsilon)
+        self.pixels.copy_(torch.atanh(share) - self._filtered(clean) / self.epsilon)
 
-    def _difference(self, clean: torch.Tensor) -> torch.Tensor:
-        """What the frequency edit and the pixel offsets add to ``clean`` before the bound is applied.
-        Scaling the amplitude and turning the phase is one complex factor per frequency, shared by the
-        channels: the clean spectrum times it, without taking each channel's spectrum apart."""
+    def _filtered(self, clean: torch.Tensor) -> torch.Tensor:
+        """What the frequency edit adds to ``clean``. Scaling the amplitude and turning the phase is one complex
+        factor per frequency, shared by the channels: the clean spectrum times it, without taking each
+        channel's spectrum apart."""
         edit = torch.polar(1 + torch.tanh(self._frequency("amplitude")),
                            math.pi * torch.tanh(self._frequency("phase")))
-        difference = torch.fft.irfft2(self._spectrum(clean) * edit, s=clean.shape[-2:]) - clean
-        return difference if self.pixels is None else difference + self.epsilon * self.pixels
+        return torch.fft.irfft2(self._spectrum(clean) * edit, s=clean.shape[-2:]) - clean
 
 
 class Reference(nn.Module):
