@@ -302,7 +302,7 @@ def test_frames_between_the_fully_checked_ones_wait_for_the_frames_as_they_are(f
     """With ``full_check_every=2`` the chunk's frames 0 and 2 wait for the preset's check variants with its
     margin, frame 1 for the frames as they are at the plain threshold; the final check holds each frame to
     what it waited for, and the report says which frames were checked as they are."""
-    assert presets.get("balanced").full_check_every == 2 and presets.get("strong").full_check_every == 1
+    assert presets.get("balanced").full_check_every == 4 and presets.get("strong").full_check_every == 1
     preset = replace(presets.get("balanced"), full_check_every=2)
     protector = Protector(preset, targets=("facemesh", "headpose"), max_steps=4)
     checked, current = [], []
