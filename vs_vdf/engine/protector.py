@@ -256,7 +256,7 @@ class Protector:
         predecessor's change moved along the optical flow between the two clean frames; in a face-hiding
         run, from its predecessor's change as it is, waiting for the detector alone); returns the changes
         (R x 3 x h x w) and each frame's parameters."""
-        changes, frames_params, previous, previous_row = [], [], None, None
+        changes, frames_params, previous, previous_row, previous_change = [], [], None, None, None
         for j, row in enumerate(scene.rows.tolist()):
             started = time.perf_counter()
             hiding = scene.hides_at(j)
@@ -268,10 +268,8 @@ class Protector:
                 if self.settings.inherit_by_similarity:
                     s.inherited *= float(grey_ssim(one.canvases, scene.canvases[j - 1:j]).clamp(min=0))
                 if self.settings.follow_motion:
-                    with torch.no_grad():
-                        change = previous(scene.canvases[j - 1:j], scene.budgets[j - 1:j])
                     grid = scene.canvas.follow(motion.flow(scene.work[j - 1], scene.work[j]), row - 1, row)
-                    params.carry(previous, change, grid, one.canvases, one.budgets, s.inherited)
+                    params.carry(previous, previous_change, grid, one.canvases, one.budgets, s.inherited)
                 else:
                     params.inherit(previous, s.inherited)
             s.steps, s.losses = self._optimise(params, one, generator, first=not inherits,
@@ -283,6 +281,9 @@ class Protector:
                     previous = params
             with torch.no_grad():
                 changes.append(params(one.canvases, one.budgets))
+                # the change a successor carries: this frame's, unless it opened the video and the run does not
+                # go on from there
+                previous_change = changes[-1] if previous is params else previous(one.canvases, one.budgets)
             frames_params.append(params)
             s.seconds = time.perf_counter() - started
             report(1)
